@@ -1,0 +1,167 @@
+"""Arbitrary-style generator: encoder -> style-modulated residual blocks -> resize-conv decoder.
+
+The seed's encoder/residual/decoder generator (Johnson et al., 2016), made arbitrary-style the
+way conditional instance norm / AdaIN do it (Dumoulin et al., 2017; Ghiasi et al., 2017;
+Huang & Belongie, 2017): a style image becomes a compact *style code* (an MLP over per-channel
+mean and std of its VGG19 activations), and the code sets the scale and shift of every
+instance norm after the encoder. Style strength interpolates codes between a learned
+identity code (trained to reproduce the content) and the style's code, so intermediate
+strengths blend normalisation statistics, not pixels.
+
+The output is a change of the content in logit space, `sigmoid(logit(content) + residual)`,
+which keeps the content's detail available at every strength.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from huggingface_hub import PyTorchModelHubMixin
+from torch import Tensor, nn
+
+from .features import STYLE_LAYERS
+
+VGG_CHANNELS = {"relu1_1": 64, "relu2_1": 128, "relu3_1": 256, "relu4_1": 512, "relu5_1": 512}
+NORM_EPS = 1e-5
+# One (mean, var) pair of shape (B, C, 1, 1) per normalisation layer, in forward order.
+NormStats = list[tuple[Tensor, Tensor]]
+
+
+@dataclass
+class GeneratorConfig:
+    encoder_channels: tuple[int, int, int] = (16, 32, 64)  # at full, 1/2 and 1/4 resolution
+    num_residual_blocks: int = 5
+    separable: bool = True  # depthwise-separable convs in the residual blocks (CPU budget)
+    style_layers: tuple[str, ...] = STYLE_LAYERS
+    style_dim: int = 128
+    style_hidden_dim: int = 256
+    style_image_size: int = 256  # long side at which a style image is read for its code
+
+    def __post_init__(self) -> None:
+        # JSON round trips turn tuples into lists.
+        self.encoder_channels = tuple(self.encoder_channels)
+        self.style_layers = tuple(self.style_layers)
+        if len(self.encoder_channels) != 3:
+            raise ValueError(f"encoder_channels needs 3 widths, got {self.encoder_channels}")
+        unknown = set(self.style_layers) - set(VGG_CHANNELS)
+        if unknown:
+            raise ValueError(f"style_layers {sorted(unknown)} not in {sorted(VGG_CHANNELS)}")
+
+    @property
+    def style_statistics_dim(self) -> int:
+        return 2 * sum(VGG_CHANNELS[name] for name in self.style_layers)
+
+
+def style_statistics(features: dict[str, Tensor], layers: tuple[str, ...]) -> Tensor:
+    """(B, 2·ΣC): per-channel log1p(mean) and log1p(std) of each layer's ReLU activations."""
+    parts = []
+    for name in layers:
+        activations = features[name].flatten(2)
+        parts += [activations.mean(-1), activations.std(-1)]
+    return torch.log1p(torch.cat(parts, dim=1))
+
+
+def _conv(in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.ReflectionPad2d(kernel_size // 2),
+                         nn.Conv2d(in_channels, out_channels, kernel_size, stride))
+
+
+def _separable_conv(channels: int) -> nn.Sequential:
+    return nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3, groups=channels),
+                         nn.Conv2d(channels, channels, 1))
+
+
+class Generator(nn.Module, PyTorchModelHubMixin,
+                library_name="archive-style-gan",
+                tags=["style-transfer", "image-to-image", "gan", "archives"],
+                license="mit"):
+    """`forward(content, modulation)` with content (B, 3, H, W) in [0, 1], H and W multiples of 4."""
+
+    def __init__(self, config: GeneratorConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or GeneratorConfig()
+        c1, c2, c3 = config.encoder_channels
+        self.encoder = nn.ModuleList([_conv(3, c1), _conv(c1, c2, stride=2), _conv(c2, c3, stride=2)])
+        self.encoder_norms = nn.ModuleList([nn.InstanceNorm2d(c, affine=True) for c in (c1, c2, c3)])
+        make_conv = _separable_conv if config.separable else (lambda c: _conv(c, c))
+        self.residual_convs = nn.ModuleList(
+            [make_conv(c3) for _ in range(2 * config.num_residual_blocks)])
+        self.decoder = nn.ModuleList([_conv(c3, c2), _conv(c2, c1)])
+        self.to_residual = _conv(c1, 3)
+        # Channels of each style-modulated norm, in forward order: residual blocks then decoder.
+        self.modulated_channels = [c3] * (2 * config.num_residual_blocks) + [c2, c1]
+        self.style_encoder = nn.Sequential(
+            nn.Linear(config.style_statistics_dim, config.style_hidden_dim), nn.ReLU(),
+            nn.Linear(config.style_hidden_dim, config.style_dim))
+        self.identity_code = nn.Parameter(torch.zeros(config.style_dim))
+        self.to_modulation = nn.Linear(config.style_dim, 2 * sum(self.modulated_channels))
+        nn.init.zeros_(self.to_modulation.weight)
+        nn.init.zeros_(self.to_modulation.bias)
+
+    # -- style codes -------------------------------------------------------------------------
+    def encode_style(self, statistics: Tensor) -> Tensor:
+        """(B, style_statistics_dim) from `style_statistics` -> (B, style_dim) style codes."""
+        return self.style_encoder(statistics)
+
+    def blend(self, style_code: Tensor, strength: float | Tensor) -> Tensor:
+        """Code at `strength` ∈ [0, 1] between the identity code (0) and `style_code` (1)."""
+        strength = torch.as_tensor(strength, dtype=style_code.dtype, device=style_code.device)
+        if strength.ndim == 1:
+            strength = strength[:, None]
+        return self.identity_code + strength * (style_code - self.identity_code)
+
+    # -- image path --------------------------------------------------------------------------
+    def forward(self, content: Tensor, code: Tensor, norm_stats: NormStats | None = None) -> Tensor:
+        """Stylise `content` with blended `code` (B or 1, style_dim) -> (B, 3, H, W) in (0, 1).
+
+        `norm_stats` (from `measure_norm_stats`) replaces the per-image instance-norm
+        statistics, so tiles of one large image are all normalised like the whole image.
+        """
+        return self._run(content, code, norm_stats, record=None)
+
+    def measure_norm_stats(self, content: Tensor, code: Tensor) -> NormStats:
+        """Instance-norm statistics of every normalisation layer for `content`."""
+        record: NormStats = []
+        self._run(content, code, None, record)
+        return record
+
+    def _run(self, content: Tensor, code: Tensor, norm_stats: NormStats | None,
+             record: NormStats | None) -> Tensor:
+        if content.shape[-1] % 4 or content.shape[-2] % 4:
+            raise ValueError(f"height and width must be multiples of 4, got {tuple(content.shape[-2:])}")
+        stats_index = iter(range(len(self.modulated_channels) + len(self.encoder_norms)))
+
+        def normalize(x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
+            """Instance norm with per-sample (B, C) scale and shift, as one fused x·a + b."""
+            index = next(stats_index)
+            if norm_stats is not None:
+                mean, var = norm_stats[index]
+            else:  # E[x²] - E[x]² is several times faster than var_mean on the CPU
+                mean = x.mean((2, 3), keepdim=True)
+                var = ((x * x).mean((2, 3), keepdim=True) - mean * mean).clamp_min(0)
+            if record is not None:
+                record.append((mean.detach(), var.detach()))
+            a = torch.rsqrt(var + NORM_EPS) * scale[:, :, None, None]
+            return torch.addcmul(shift[:, :, None, None] - mean * a, x, a)
+
+        x = content
+        for conv, norm in zip(self.encoder, self.encoder_norms):
+            x = F.relu(normalize(conv(x), norm.weight[None], norm.bias[None]))
+        scales_and_shifts = self.to_modulation(code).split(
+            [c for c in self.modulated_channels for _ in range(2)], dim=1)
+        modulation = iter(zip(scales_and_shifts[0::2], scales_and_shifts[1::2]))
+
+        def modulate(x: Tensor) -> Tensor:
+            scale, shift = next(modulation)
+            return normalize(x, 1 + scale, shift)
+
+        convs = iter(self.residual_convs)
+        for _ in range(self.config.num_residual_blocks):
+            h = F.relu(modulate(next(convs)(x)))
+            x = x + modulate(next(convs)(h))
+        for conv in self.decoder:
+            x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+            x = F.relu(modulate(conv(x)))
+        residual = self.to_residual(x)
+        return torch.sigmoid(torch.logit(content.clamp(1e-3, 1 - 1e-3)) + residual)

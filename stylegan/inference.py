@@ -1,0 +1,258 @@
+"""`Stylizer`: the public API. Loads a model once and stylises PIL images of any size.
+
+    stylizer = Stylizer.from_pretrained()                          # the bundled default model
+    stylizer = Stylizer.from_pretrained("org/name", revision="v1")   # the Hub, strict loading
+    result = stylizer.stylize(content, style="hokusai_great_wave_off_kanagawa", strength=0.8)
+
+Images larger than `whole_image_pixels` go through overlapping tiles blended with linear
+ramps; every tile is normalised with statistics measured once on the whole image
+(downscaled), so tiles agree and no seams show. Memory stays bounded by the tile size.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from .features import VGG19Features
+from .generator import Generator, NormStats, style_statistics
+from .images import pad_to_multiple, preserve_colors, resize_long_side, to_pil, to_tensor
+from .presets import PRESET_CODES_FILE, PRESET_INFO_FILE, Preset, load_presets
+
+DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
+BUNDLED_REPO = "bundled"
+WEIGHTS_FILE = "model.safetensors"
+MODEL_FILES = ["config.json", WEIGHTS_FILE, PRESET_CODES_FILE, PRESET_INFO_FILE, "README.md", "*.png"]
+
+# A style: a preset name, a style image, or a list of (preset name or image, weight).
+StyleSource = str | Image.Image
+Style = StyleSource | Sequence[tuple[StyleSource, float]]
+ProgressCallback = Callable[[float, str], None]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Where the weights came from: recorded in every result's provenance."""
+    repo: str  # Hub repo id, or "bundled"
+    revision: str  # Hub commit hash, or the bundled model's weights hash prefix
+    weights_sha256: str
+    path: str
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def image_sha256(image: Image.Image) -> str:
+    """Hash of the decoded pixels (mode, size, bytes): the identity of a style or content image."""
+    digest = hashlib.sha256(f"{image.mode}:{image.size}:".encode())
+    digest.update(image.tobytes())
+    return digest.hexdigest()
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class Stylizer:
+    """A loaded generator, its presets and the VGG19 style encoder. Safe to call from threads."""
+
+    tile_size = 512  # tile side in px
+    tile_context = 64  # px at a tile's inner edges used only as context (≥ the receptive field's reach)
+    tile_blend = 32  # px over which neighbouring tiles cross-fade, past the context
+    whole_image_pixels = 1024 * 1024  # above this, tile
+    stats_long_side = 1024  # long side at which normalisation statistics are measured
+
+    def __init__(self, generator: Generator, presets: dict[str, Preset] | None = None,
+                 preset_codes: dict[str, Tensor] | None = None, *, model_info: ModelInfo | None = None,
+                 vgg: VGG19Features | None = None, device: torch.device | str | None = None) -> None:
+        self.device = torch.device(device) if device is not None else default_device()
+        self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+        self.generator = generator.eval().requires_grad_(False).to(self.device, self.dtype)
+        self.vgg = (vgg or VGG19Features.pretrained()).to(self.device)
+        self.presets = dict(presets or {})
+        self._preset_codes = {name: code.to(self.device, torch.float32) for name, code in (preset_codes or {}).items()}
+        self.model_info = model_info or ModelInfo("unsaved", "none", "", "")
+        self._code_cache: OrderedDict[str, Tensor] = OrderedDict()
+        self._cache_lock = threading.Lock()
+
+    # -- loading -----------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, repo_or_path: str | os.PathLike | None = None, *, revision: str | None = None,
+                        device: torch.device | str | None = None, cache_dir: str | os.PathLike | None = None,
+                        local_files_only: bool = False, token: str | bool | None = None) -> "Stylizer":
+        """Load the bundled model (no argument), a local folder, or a Hub repo at a pinned revision.
+
+        Weights are read from safetensors only, with strict key checking.
+        """
+        if repo_or_path is None:
+            folder, repo = DEFAULT_MODEL_DIR, BUNDLED_REPO
+        elif Path(repo_or_path).is_dir():
+            folder, repo = Path(repo_or_path), str(repo_or_path)
+        else:
+            from huggingface_hub import snapshot_download
+            folder = Path(snapshot_download(str(repo_or_path), revision=revision, cache_dir=cache_dir,
+                                            allow_patterns=MODEL_FILES, local_files_only=local_files_only,
+                                            token=token))
+            repo = str(repo_or_path)
+        return cls.from_folder(folder, repo=repo, device=device)
+
+    @classmethod
+    def from_folder(cls, folder: str | os.PathLike, *, repo: str, device: torch.device | str | None = None) -> "Stylizer":
+        folder = Path(folder)
+        weights = folder / WEIGHTS_FILE
+        if not weights.exists():
+            pickles = sorted(p.name for p in folder.glob("*") if p.suffix in {".bin", ".pt", ".pth", ".ckpt", ".pkl"})
+            hint = f" (found {pickles}: pickle-based weights are refused, convert them to safetensors)" if pickles else ""
+            raise ValueError(f"{folder}: no {WEIGHTS_FILE}{hint}")
+        generator = Generator.from_pretrained(folder, strict=True)
+        presets, codes = load_presets(folder)
+        weights_sha256 = sha256_file(weights)
+        # A Hub snapshot folder is named after the commit it holds.
+        revision = folder.name if folder.parent.name == "snapshots" else weights_sha256[:12]
+        return cls(generator, presets, codes, model_info=ModelInfo(repo, revision, weights_sha256, str(folder)),
+                   device=device)
+
+    # -- styles ------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def style_code(self, style: StyleSource) -> Tensor:
+        """(style_dim,) code of a preset name or a style image (cached by pixel hash)."""
+        if isinstance(style, str):
+            if style not in self._preset_codes:
+                raise ValueError(f"unknown preset {style!r}; known presets: {sorted(self.presets)}")
+            return self._preset_codes[style]
+        if not isinstance(style, Image.Image):
+            raise TypeError(f"a style is a preset name or a PIL image, got {type(style).__name__}")
+        key = image_sha256(style)
+        with self._cache_lock:
+            if key in self._code_cache:
+                self._code_cache.move_to_end(key)
+                return self._code_cache[key]
+        config = self.generator.config
+        pixels = resize_long_side(to_tensor(style), config.style_image_size).to(self.device)
+        statistics = style_statistics(self.vgg(pixels, config.style_layers), config.style_layers)
+        code = self.generator.encode_style(statistics.to(self.dtype))[0].float()
+        with self._cache_lock:
+            self._code_cache[key] = code
+            while len(self._code_cache) > 64:
+                self._code_cache.popitem(last=False)
+        return code
+
+    def blended_code(self, style: Style) -> Tensor:
+        """One code for a style or a weighted list of styles (weights ≥ 0, normalised to sum 1)."""
+        if isinstance(style, (str, Image.Image)):
+            return self.style_code(style)
+        if not style:
+            raise ValueError("no style given")
+        weights = torch.tensor([float(weight) for _, weight in style])
+        if (weights < 0).any() or weights.sum() <= 0 or not torch.isfinite(weights).all():
+            raise ValueError(f"style weights must be ≥ 0 with a positive sum, got {weights.tolist()}")
+        codes = torch.stack([self.style_code(source) for source, _ in style])
+        return (weights.to(codes) / weights.sum()) @ codes
+
+    # -- stylising ---------------------------------------------------------------------------
+    @torch.inference_mode()
+    def stylize(self, content: Image.Image, style: Style, strength: float = 0.8, *, preserve_color: bool = False,
+                seed: int | None = None, max_long_side: int | None = None,
+                progress: ProgressCallback | None = None) -> Image.Image:
+        """Stylise `content` (any mode) -> a PIL image of the same size and mode.
+
+        `strength` ∈ [0, 1] blends style statistics (0 reproduces the content). `max_long_side`
+        optionally downsizes the result. The network is deterministic; `seed` is accepted so
+        callers can record it, and is used by the optimisation mode.
+        """
+        if not 0.0 <= float(strength) <= 1.0:
+            raise ValueError(f"strength must be in [0, 1], got {strength}")
+        code = self.generator.blend(self.blended_code(style)[None], float(strength)).to(self.dtype)
+        pixels = to_tensor(content)
+        if max_long_side is not None and max(pixels.shape[-2:]) > max_long_side:
+            pixels = resize_long_side(pixels, max_long_side)
+        result = self.stylize_tensor(pixels, code, progress=progress)
+        if preserve_color:
+            result = preserve_colors(result, pixels)
+        output = to_pil(result, like=content)
+        return output if output.size == content.size or max_long_side else output.resize(content.size)
+
+    def stylize_tensor(self, pixels: Tensor, code: Tensor, *, progress: ProgressCallback | None = None,
+                       tile_size: int | None = None) -> Tensor:
+        """(1, 3, H, W) in [0, 1] on the CPU -> stylised (1, 3, H, W) float32 on the CPU."""
+        height, width = pixels.shape[-2:]
+        tile_size = tile_size or self.tile_size
+        if height * width <= self.whole_image_pixels and tile_size >= max(height, width):
+            result = self._run(pixels, code, None)
+            if progress:
+                progress(1.0, "done")
+            return result
+        stats = self._measure_stats(pixels, code)
+        return self._tiled(pixels, code, stats, tile_size, progress)
+
+    def _run(self, pixels: Tensor, code: Tensor, stats: NormStats | None) -> Tensor:
+        height, width = pixels.shape[-2:]
+        padded = pad_to_multiple(pixels, 4).to(self.device, self.dtype)
+        output = self.generator(padded, code, stats)
+        return output[..., :height, :width].float().cpu()
+
+    def _measure_stats(self, pixels: Tensor, code: Tensor) -> NormStats:
+        small = pad_to_multiple(resize_long_side(pixels, min(self.stats_long_side, max(pixels.shape[-2:]))), 4)
+        return self.generator.measure_norm_stats(small.to(self.device, self.dtype), code)
+
+    def _tiled(self, pixels: Tensor, code: Tensor, stats: NormStats, tile_size: int,
+               progress: ProgressCallback | None) -> Tensor:
+        height, width = pixels.shape[-2:]
+        context, blend = self.tile_context, self.tile_blend
+        stride = tile_size - 2 * context - blend
+        if stride < tile_size // 4:
+            raise ValueError(f"tile_size {tile_size} is too small for {context} px of context")
+        tops = _tile_starts(height, tile_size, stride)
+        lefts = _tile_starts(width, tile_size, stride)
+        output = np.zeros((3, height, width), np.float32)
+        weight_sum = np.zeros((height, width), np.float32)
+        total, done = len(tops) * len(lefts), 0
+        for top in tops:
+            for left in lefts:
+                bottom = height if top == tops[-1] else top + tile_size
+                right = width if left == lefts[-1] else left + tile_size
+                tile = self._run(pixels[..., top:bottom, left:right], code, stats)[0].numpy()
+                weights = np.outer(_ramp(bottom - top, context, blend, top > 0, bottom < height),
+                                   _ramp(right - left, context, blend, left > 0, right < width))
+                output[:, top:bottom, left:right] += tile * weights
+                weight_sum[top:bottom, left:right] += weights
+                done += 1
+                if progress:
+                    progress(done / total, f"tile {done}/{total}")
+        return torch.from_numpy(output / weight_sum)[None]
+
+
+def _tile_starts(length: int, tile: int, stride: int) -> list[int]:
+    """Tile offsets, multiples of 4 so every tile shares the whole image's downsampling grid."""
+    if length <= tile:
+        return [0]
+    stride -= stride % 4
+    starts = list(range(0, length - tile, stride))
+    last = (length - tile) // 4 * 4
+    return starts + [last] if last > starts[-1] else starts
+
+
+def _ramp(length: int, context: int, blend: int, fade_in: bool, fade_out: bool) -> np.ndarray:
+    """1-D tile weights: ~0 over `context` px at a side shared with a neighbour, then a linear
+    ramp over `blend` px, then 1. Sides on the image border keep weight 1."""
+    distance = np.arange(length, dtype=np.float32)
+    weights = np.ones(length, np.float32)
+    if fade_in:
+        weights = np.minimum(weights, (distance - context + 0.5) / blend)
+    if fade_out:
+        weights = np.minimum(weights, (length - 1 - distance - context + 0.5) / blend)
+    return np.clip(weights, 1e-6, 1.0)

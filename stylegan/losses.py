@@ -1,0 +1,91 @@
+"""Loss functions, each a small pure function. Logits are raw discriminator outputs."""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def gram_matrix(features: Tensor) -> Tensor:
+    """(B, C, H, W) -> (B, C, C): G = F·Fᵀ / (C·H·W) (Johnson et al., 2016 normalisation)."""
+    batch, channels, height, width = features.shape
+    flat = features.reshape(batch, channels, height * width)
+    return flat @ flat.transpose(1, 2) / (channels * height * width)
+
+
+def content_loss(features: Tensor, content_features: Tensor) -> Tensor:
+    """Feature reconstruction MSE, (1/N) Σ (F - P)² (Gatys et al., 2016; the seed §4.2)."""
+    return F.mse_loss(features, content_features)
+
+
+def style_loss(features: Mapping[str, Tensor], target_grams: Mapping[str, Tensor],
+               layer_weights: Mapping[str, float] | None = None) -> Tensor:
+    """The seed §4.3: Σ_l w_l/(N_l²M_l²) Σ_ij (G_ij - A_ij)², G = F·Fᵀ, N_l channels, M_l = H·W.
+
+    With `gram_matrix`'s normalisation this is Σ_l w_l Σ_ij (Ĝ - Â)², averaged over the batch.
+    `target_grams` holds normalised Grams of the style, (B, C, C) or (C, C) per layer.
+    """
+    total = features[next(iter(target_grams))].new_zeros(())
+    for name, target in target_grams.items():
+        weight = 1.0 if layer_weights is None else layer_weights[name]
+        gram = gram_matrix(features[name])
+        total = total + weight * ((gram - target.expand_as(gram)) ** 2).sum(dim=(1, 2)).mean()
+    return total
+
+
+def total_variation_loss(images: Tensor) -> Tensor:
+    """Anisotropic TV: mean |x[i+1] - x[i]| over both image axes."""
+    return ((images[..., 1:, :] - images[..., :-1, :]).abs().mean()
+            + (images[..., :, 1:] - images[..., :, :-1]).abs().mean())
+
+
+# LSGAN (Mao et al., 2017), the seed §4.1: D: ½E[(D(x)-1)²] + ½E[D(G(z))²]; G: ½E[(D(G(z))-1)²].
+def lsgan_d_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+    return 0.5 * ((real_logits - 1) ** 2).mean() + 0.5 * (fake_logits ** 2).mean()
+
+
+def lsgan_g_loss(fake_logits: Tensor) -> Tensor:
+    return 0.5 * ((fake_logits - 1) ** 2).mean()
+
+
+# Wasserstein (Arjovsky et al., 2017), the seed §4.1, written as losses to minimise.
+def wasserstein_d_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+    return fake_logits.mean() - real_logits.mean()
+
+
+def wasserstein_g_loss(fake_logits: Tensor) -> Tensor:
+    return -fake_logits.mean()
+
+
+# Hinge (Lim & Ye, 2017; Miyato et al., 2018).
+def hinge_d_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+    return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
+
+
+def hinge_g_loss(fake_logits: Tensor) -> Tensor:
+    return -fake_logits.mean()
+
+
+def gradient_penalty(discriminator: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor,
+                     generator: torch.Generator | None = None) -> Tensor:
+    """WGAN-GP (Gulrajani et al., 2017): E[(‖∇D(x̂)‖₂ - 1)²], x̂ on lines between real and fake."""
+    alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device, generator=generator, dtype=real.dtype)
+    mixed = (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_(True)
+    logits = discriminator(mixed)
+    (gradients,) = torch.autograd.grad(logits.sum(), mixed, create_graph=True)
+    return ((gradients.flatten(1).norm(dim=1) - 1) ** 2).mean()
+
+
+ADVERSARIAL_LOSSES: dict[str, tuple[Callable[[Tensor, Tensor], Tensor], Callable[[Tensor], Tensor]]] = {
+    "lsgan": (lsgan_d_loss, lsgan_g_loss),
+    "wgan-gp": (wasserstein_d_loss, wasserstein_g_loss),
+    "hinge": (hinge_d_loss, hinge_g_loss),
+}
+
+
+def total_generator_loss(adversarial: Tensor, content: Tensor, style: Tensor,
+                         content_weight: float, style_weight: float) -> Tensor:
+    """The seed §4.4: ℓ_total = ℓ_adv + λc·ℓ_content + λs·ℓ_style."""
+    return adversarial + content_weight * content + style_weight * style

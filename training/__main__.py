@@ -1,0 +1,48 @@
+"""python -m training --content-dir DIR --style-dir DIR --run-dir runs/NAME [--config ...] [--resume]"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .config import PRESETS, load_config
+from .trainer import NonFiniteLossError, train
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    parser.add_argument("--content-dir", type=Path, required=True)
+    parser.add_argument("--style-dir", type=Path, required=True)
+    parser.add_argument("--run-dir", type=Path, required=True, help="every output of the run goes here")
+    parser.add_argument("--config", default="cpu-small", help=f"a preset {sorted(PRESETS)} or a JSON file")
+    parser.add_argument("--steps", type=int, help="override the config's number of steps")
+    parser.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    parser.add_argument("--sources", type=Path, help="SOURCES.md with style attribution (default: next to --style-dir)")
+    parser.add_argument("--push-to-hub", metavar="ORG/NAME", help="upload the exported model to this Hub repo")
+    parser.add_argument("--tag", help="tag the pushed revision (e.g. v1)")
+    parser.add_argument("--private", action="store_true")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    config = load_config(args.config)
+    if args.steps is not None:
+        config.steps = args.steps
+    try:
+        result = train(config, args.content_dir, args.style_dir, args.run_dir, resume=args.resume)
+    except NonFiniteLossError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    from .export import export_model
+    export_dir = export_model(result, config, args.run_dir, sources=args.sources or args.style_dir.parent / "SOURCES.md")
+    print(f"exported to {export_dir}")
+    if args.push_to_hub:
+        from .hub import push_to_hub
+        url = push_to_hub(export_dir, args.push_to_hub, tag=args.tag, private=args.private)
+        print(f"pushed to {url}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

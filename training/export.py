@@ -1,0 +1,53 @@
+"""Export the EMA generator the Hugging Face way: config.json, model.safetensors, presets, card."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from stylegan.presets import Preset, save_presets
+
+from .config import TrainConfig
+
+if TYPE_CHECKING:
+    from .trainer import TrainResult
+
+
+def read_attribution(sources_md: Path) -> dict[str, Preset]:
+    """Preset attribution from a SOURCES.md table: | `file` | title - artist, year | source | licence | ..."""
+    presets: dict[str, Preset] = {}
+    if not sources_md.exists():
+        return presets
+    for line in sources_md.read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        match = re.fullmatch(r"`([^`]+)\.\w+`", cells[0]) if len(cells) >= 4 else None
+        if not match:
+            continue
+        name = match.group(1)
+        title, _, byline = cells[1].partition(" - ")
+        artist, _, year = byline.rpartition(", ")
+        if not re.search(r"\d", year):
+            artist, year = byline, ""
+        presets[name] = Preset(name=name, title=title.strip(), artist=artist.strip(), year=year.strip(),
+                               source=cells[2].replace("`", ""), license=cells[3])
+    return presets
+
+
+def export_model(result: "TrainResult", config: TrainConfig, run_dir: Path, *, sources: Path | None = None,
+                 out_dir: Path | None = None) -> Path:
+    """Write the EMA generator, the training styles as presets and a model card to `run_dir/export`."""
+    out_dir = out_dir or run_dir / "export"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    generator = result.export_generator.cpu().eval()
+    generator.save_pretrained(out_dir)
+    attribution = read_attribution(sources) if sources else {}
+    bank = result.style_bank
+    with torch.no_grad():
+        codes = generator.encode_style(bank.full_statistics.cpu())
+    presets = [attribution.get(name, Preset(name=name, title=name.replace("_", " ").title())) for name in bank.names]
+    save_presets(out_dir, presets, {name: code for name, code in zip(bank.names, codes)})
+    from .model_card import write_model_card
+    write_model_card(out_dir, result, config, run_dir, presets)
+    return out_dir

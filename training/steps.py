@@ -1,0 +1,95 @@
+"""One discriminator step and one generator step (the seed §3.3), each returning its losses."""
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from stylegan import losses
+from stylegan.features import VGG19Features
+
+from .config import TrainConfig
+
+
+@dataclass
+class Batch:
+    content: Tensor  # (B, 3, h, w) in [0, 1]
+    style_crops: Tensor  # (B, 3, h, w) real patches of each sample's style, for D
+    style_statistics: Tensor  # (B, D) statistics of one augmented view of each style
+    target_grams: dict[str, Tensor]  # layer -> (B, C, C) normalised Grams of each style
+    strength: Tensor  # (B,) 0 (learn the identity) or 1 (full style)
+
+
+def autocast(config: TrainConfig, device: torch.device):
+    if device.type == "cuda" and config.mixed_precision:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def stylize_batch(generator: nn.Module, batch: Batch) -> Tensor:
+    module = getattr(generator, "module", generator)  # DDP wraps; encode/blend are plain methods
+    code = module.blend(module.encode_style(batch.style_statistics), batch.strength)
+    return generator(batch.content, code)
+
+
+def discriminator_step(generator: nn.Module, discriminator: nn.Module, optimizer: torch.optim.Optimizer,
+                       batch: Batch, config: TrainConfig, rng: torch.Generator) -> dict[str, float]:
+    """D learns real style patches vs stylised outputs, both conditioned on the style."""
+    d_loss_fn, _ = losses.ADVERSARIAL_LOSSES[config.adversarial_loss]
+    styled = batch.strength > 0
+    with torch.no_grad(), autocast(config, batch.content.device):
+        fake = stylize_batch(generator, batch)[styled].float()
+    real, statistics = batch.style_crops[styled], batch.style_statistics[styled]
+    with autocast(config, batch.content.device):
+        real_logits = discriminator(real, statistics).float()
+        fake_logits = discriminator(fake, statistics).float()
+        loss = d_loss_fn(real_logits, fake_logits)
+        result = {"d_loss": loss.item()}
+        if config.adversarial_loss == "wgan-gp":
+            penalty = losses.gradient_penalty(lambda images: discriminator(images, statistics),
+                                              real, fake, generator=rng)
+            loss = loss + config.gradient_penalty_weight * penalty
+            result["gradient_penalty"] = float(penalty)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    result["d_real"] = float(real_logits.mean())
+    result["d_fake"] = float(fake_logits.mean())
+    return result
+
+
+def generator_step(generator: nn.Module, discriminator: nn.Module, vgg: VGG19Features,
+                   optimizer: torch.optim.Optimizer, batch: Batch, config: TrainConfig) -> dict[str, float]:
+    """ℓ_total = λadv·ℓ_adv + λc·ℓ_content + λs·ℓ_style (+ identity at strength 0, + TV)."""
+    _, g_loss_fn = losses.ADVERSARIAL_LOSSES[config.adversarial_loss]
+    styled = batch.strength > 0
+    layers = tuple(dict.fromkeys((config.content_layer, *config.style_layers)))
+    with autocast(config, batch.content.device):
+        with torch.no_grad():
+            content_features = vgg(batch.content, (config.content_layer,))[config.content_layer]
+        stylized = stylize_batch(generator, batch)
+        features = {name: value.float() for name, value in vgg(stylized, layers).items()}
+        content = losses.content_loss(features[config.content_layer], content_features.float())
+        style = adversarial = torch.zeros((), device=stylized.device)
+        if styled.any():
+            style = losses.style_loss({name: features[name][styled] for name in config.style_layers},
+                                      {name: batch.target_grams[name][styled] for name in config.style_layers},
+                                      config.style_layer_weights)
+            adversarial = g_loss_fn(discriminator(stylized[styled], batch.style_statistics[styled]).float())
+        total = losses.total_generator_loss(config.adversarial_weight * adversarial, content, style,
+                                            config.content_weight, config.style_weight)
+        result = {"content": float(content), "style": float(style), "g_adv": float(adversarial)}
+        if (~styled).any():
+            identity = F.mse_loss(stylized[~styled].float(), batch.content[~styled])
+            total = total + config.identity_weight * identity
+            result["identity"] = float(identity)
+        if config.tv_weight:
+            total = total + config.tv_weight * losses.total_variation_loss(stylized.float())
+    optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    optimizer.step()
+    result["g_total"] = float(total)
+    return result

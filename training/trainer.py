@@ -1,0 +1,220 @@
+"""The training loop: schedules D and G steps, EMA, logging, samples and checkpoints.
+
+Every path derives from `run_dir`. Under `torchrun` each rank trains on its own random
+batches (DDP averages gradients); only rank 0 writes.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from stylegan.discriminator import Discriminator
+from stylegan.features import VGG19Features
+from stylegan.generator import Generator, style_statistics
+from stylegan.images import resize_long_side
+from stylegan.losses import gram_matrix
+
+from . import reports
+from .checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .data import Folder, image_paths, random_crop, random_scale, read_folder
+from .steps import Batch, discriminator_step, generator_step
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+@dataclass
+class StyleBank:
+    """Per style: cached Gram targets and statistics of a few augmented views (computed once)."""
+    names: list[str]
+    images: list[Tensor]  # (3, H, W) uint8 at style_long_side
+    target_grams: dict[str, Tensor]  # layer -> (S, C, C)
+    view_statistics: Tensor  # (S, V, D)
+    full_statistics: Tensor  # (S, D): the whole image at style_image_size, as at inference
+
+
+@torch.no_grad()
+def build_style_bank(folder: Folder, vgg: VGG19Features, config: TrainConfig,
+                     generator: torch.Generator, device: torch.device) -> StyleBank:
+    grams: dict[str, list[Tensor]] = {name: [] for name in config.style_layers}
+    views, full = [], []
+    layers = config.generator.style_layers
+    size = config.generator.style_image_size
+    for image in folder.images:
+        pixels = (image.float() / 255)[None].to(device)
+        features = vgg(pixels, config.style_layers)
+        for name in config.style_layers:
+            grams[name].append(gram_matrix(features[name])[0])
+        full.append(style_statistics(vgg(resize_long_side(pixels, size), layers), layers)[0])
+        crops = []
+        for _ in range(config.style_code_views):
+            crop_size = min(pixels.shape[-2:])
+            crop_size = int(crop_size * (0.5 + 0.5 * float(torch.rand((), generator=generator))))
+            crop = random_crop(image, crop_size, 1.0, generator)[None].to(device)
+            crops.append(style_statistics(vgg(resize_long_side(crop, size), layers), layers)[0])
+        views.append(torch.stack(crops))
+    return StyleBank([p.stem for p in folder.paths], folder.images,
+                     {name: torch.stack(value) for name, value in grams.items()},
+                     torch.stack(views), torch.stack(full))
+
+
+def sample_batch(contents: Folder, bank: StyleBank, config: TrainConfig, generator: torch.Generator,
+                 device: torch.device) -> Batch:
+    size, count = config.crop_size, config.batch_size
+    stored_scale = 1 + config.scale_jitter  # contents are stored at long side × (1 + jitter)
+    content = torch.stack([
+        random_crop(contents.images[int(torch.randint(len(contents.images), (1,), generator=generator))],
+                    size, random_scale(config.scale_jitter, generator) / stored_scale, generator)
+        for _ in range(count)])
+    style_index = torch.randint(len(bank.names), (count,), generator=generator)
+    view_index = torch.randint(bank.view_statistics.shape[1] + 1, (count,), generator=generator)
+    statistics = torch.stack([bank.full_statistics[s] if v == bank.view_statistics.shape[1]
+                              else bank.view_statistics[s, v] for s, v in zip(style_index, view_index)])
+    style_crops = torch.stack([random_crop(bank.images[s], size, random_scale(config.scale_jitter, generator),
+                                           generator) for s in style_index])
+    strength = (torch.rand(count, generator=generator) >= config.identity_probability).float()
+    strength[0] = 1.0  # every batch trains the style path
+    return Batch(content.to(device), style_crops.to(device), statistics.to(device),
+                 {name: grams[style_index.to(grams.device)] for name, grams in bank.target_grams.items()},
+                 strength.to(device))
+
+
+def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    with torch.no_grad():
+        for ema_param, param in zip(ema.parameters(), model.parameters()):
+            ema_param.lerp_(param, 1 - decay)
+        for ema_buffer, buffer in zip(ema.buffers(), model.buffers()):
+            ema_buffer.copy_(buffer)
+
+
+def _distributed() -> tuple[int, int]:
+    if "RANK" not in os.environ:
+        return 0, 1
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _gather_rng(state: Tensor, world_size: int) -> list[Tensor]:
+    if world_size == 1:
+        return [state]
+    gathered = [torch.empty_like(state) for _ in range(world_size)]
+    dist.all_gather(gathered, state)
+    return gathered
+
+
+@dataclass
+class TrainResult:
+    step: int
+    export_generator: Generator  # the EMA generator
+    style_bank: StyleBank
+    probe_contents: list[Path]
+    wall_seconds: float
+    skipped: list[str]
+
+
+def train(config: TrainConfig, content_dir: Path, style_dir: Path, run_dir: Path, *, resume: bool = False,
+          vgg: VGG19Features | None = None, device: torch.device | None = None,
+          progress: bool = True) -> TrainResult:
+    rank, world_size = _distributed()
+    if device is None:
+        device = torch.device(f"cuda:{rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)  # initial weights: identical on every rank
+    vgg = (vgg or VGG19Features.pretrained()).to(device)
+    generator_model = Generator(config.generator).to(device)
+    discriminator_model = Discriminator(config.discriminator).to(device)
+    ema = copy.deepcopy(generator_model).requires_grad_(False)
+    g_optimizer = torch.optim.Adam(generator_model.parameters(), lr=config.generator_lr, betas=config.betas)
+    d_optimizer = torch.optim.Adam(discriminator_model.parameters(), lr=config.discriminator_lr, betas=config.betas)
+    rng = torch.Generator().manual_seed(config.seed)
+
+    # Probe contents are held out from training, chosen by the seed.
+    all_contents = image_paths(content_dir)
+    order = torch.randperm(len(all_contents), generator=torch.Generator().manual_seed(config.seed + 1)).tolist()
+    probe_paths = sorted(all_contents[i] for i in order[:config.num_probe_contents])
+    train_paths = [p for p in all_contents if p not in set(probe_paths)]
+    contents = read_folder(content_dir, round(config.content_long_side * (1 + config.scale_jitter)), train_paths)
+    styles = read_folder(style_dir, config.style_long_side)
+    bank = build_style_bank(styles, vgg, config, torch.Generator().manual_seed(config.seed + 2), device)
+    probes = reports.ProbeSet.build(probe_paths, bank, config)
+
+    modules = {"generator": generator_model, "discriminator": discriminator_model, "generator_ema": ema}
+    optimizers = {"generator": g_optimizer, "discriminator": d_optimizer}
+    step, wall_before = 0, 0.0
+    checkpoints = list_checkpoints(run_dir)
+    if resume and checkpoints:
+        step, rng_states, extra = load_checkpoint(checkpoints[-1], modules, optimizers)
+        rng.set_state(rng_states[rank] if rank < len(rng_states) else rng_states[0])
+        wall_before = extra.get("wall_seconds", 0.0)
+    elif resume:
+        print(f"--resume: no checkpoint in {run_dir}, starting at step 0")
+    else:
+        rng.manual_seed(config.seed + 1000 * rank)
+        if checkpoints:
+            raise ValueError(f"{run_dir} already has checkpoints; pass --resume or use a new --run-dir")
+    (run_dir / "config.json").write_text(config.to_json())
+
+    g_train: nn.Module = generator_model
+    d_train: nn.Module = discriminator_model
+    if world_size > 1:
+        g_train = nn.parallel.DistributedDataParallel(generator_model, find_unused_parameters=True)
+        d_train = nn.parallel.DistributedDataParallel(discriminator_model, find_unused_parameters=True)
+    is_writer = rank == 0
+    metrics_path = run_dir / "metrics.jsonl"
+    started = time.perf_counter()
+
+    def save(at_step: int) -> None:
+        wall = wall_before + time.perf_counter() - started
+        rng_states = _gather_rng(rng.get_state(), world_size)
+        if is_writer:
+            save_checkpoint(run_dir, at_step, modules, optimizers, rng_states,
+                            {"wall_seconds": wall, "world_size": world_size}, config.keep_checkpoints)
+
+    if is_writer and step == 0:
+        probes.render(ema, run_dir / "samples" / f"step-{0:07d}.png", device)
+    bar = tqdm(total=config.steps, initial=step, disable=not (progress and is_writer), dynamic_ncols=True)
+    window_start, window_images = time.perf_counter(), 0
+    while step < config.steps:
+        batch = sample_batch(contents, bank, config, rng, device)
+        result = discriminator_step(g_train, d_train, d_optimizer, batch, config, rng)
+        result |= generator_step(g_train, d_train, vgg, g_optimizer, batch, config)
+        if not all(math.isfinite(value) for value in result.values()):
+            last = list_checkpoints(run_dir)
+            raise NonFiniteLossError(
+                f"non-finite loss at step {step + 1}: {result}; stopped without saving. "
+                f"Last good checkpoint: {last[-1] if last else 'none'} (resume with a lower learning rate).")
+        update_ema(ema, generator_model, config.ema_decay)
+        step += 1
+        window_images += config.batch_size * world_size
+        if step % config.log_every == 0 or step == config.steps:
+            images_per_second = window_images / (time.perf_counter() - window_start)
+            window_start, window_images = time.perf_counter(), 0
+            record = {"step": step, **result, "images_per_second": images_per_second,
+                      "wall_seconds": wall_before + time.perf_counter() - started}
+            if is_writer:
+                with metrics_path.open("a") as handle:
+                    handle.write(json.dumps(record) + "\n")
+            bar.set_postfix({k: f"{result[k]:.3g}" for k in ("d_loss", "g_adv", "content", "style")}
+                            | {"img/s": f"{images_per_second:.2f}"})
+        bar.update(1)
+        if step % config.checkpoint_every == 0 or step == config.steps:
+            save(step)
+        if is_writer and (step % config.sample_every == 0 or step == config.steps):
+            probes.render(ema, run_dir / "samples" / f"step-{step:07d}.png", device)
+            reports.plot_losses(metrics_path, run_dir / "losses.png")
+    bar.close()
+    wall = wall_before + time.perf_counter() - started
+    return TrainResult(step, ema, bank, probe_paths, wall, contents.skipped + styles.skipped)
