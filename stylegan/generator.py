@@ -78,8 +78,10 @@ class Generator(nn.Module, PyTorchModelHubMixin,
                 license="mit"):
     """`forward(content, modulation)` with content (B, 3, H, W) in [0, 1], H and W multiples of 4."""
 
-    def __init__(self, config: GeneratorConfig | None = None) -> None:
+    def __init__(self, config: GeneratorConfig | dict | None = None) -> None:
         super().__init__()
+        if isinstance(config, dict):  # from config.json (PyTorchModelHubMixin passes the dict)
+            config = GeneratorConfig(**config)
         self.config = config = config or GeneratorConfig()
         c1, c2, c3 = config.encoder_channels
         self.encoder = nn.ModuleList([_conv(3, c1), _conv(c1, c2, stride=2), _conv(c2, c3, stride=2)])
