@@ -24,6 +24,7 @@ from .features import STYLE_LAYERS
 
 VGG_CHANNELS = {"relu1_1": 64, "relu2_1": 128, "relu3_1": 256, "relu4_1": 512, "relu5_1": 512}
 NORM_EPS = 1e-5
+MIN_SIDE = 8  # reflection padding at 1/4 resolution needs 2 px
 # One (mean, var) pair of shape (B, C, 1, 1) per normalisation layer, in forward order.
 NormStats = list[tuple[Tensor, Tensor]]
 
@@ -130,8 +131,10 @@ class Generator(nn.Module, PyTorchModelHubMixin,
 
     def _run(self, content: Tensor, code: Tensor, norm_stats: NormStats | None,
              record: NormStats | None) -> Tensor:
-        if content.shape[-1] % 4 or content.shape[-2] % 4:
-            raise ValueError(f"height and width must be multiples of 4, got {tuple(content.shape[-2:])}")
+        height, width = content.shape[-2:]
+        if height % 4 or width % 4 or min(height, width) < MIN_SIDE:
+            raise ValueError(f"height and width must be multiples of 4 and at least {MIN_SIDE}, "
+                             f"got {(height, width)}")
         stats_index = iter(range(len(self.modulated_channels) + len(self.encoder_norms)))
 
         def normalize(x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:

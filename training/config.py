@@ -38,8 +38,8 @@ class TrainConfig:
     style_layers: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
     identity_probability: float = 0.15  # share of samples trained at strength 0
     # Optimisation
-    generator_lr: float = 2e-4
-    discriminator_lr: float = 2e-4
+    generator_lr: float = 1e-3
+    discriminator_lr: float = 4e-4
     betas: tuple[float, float] = (0.5, 0.999)
     ema_decay: float = 0.995
     steps: int = 8000

@@ -1,0 +1,165 @@
+"""The public Stylizer API: sizes and modes, styles and blends, strength, tiling, threads."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from stylegan import Stylizer
+from stylegan.generator import Generator, GeneratorConfig
+from stylegan.images import to_tensor
+from stylegan.presets import Preset
+
+TINY = GeneratorConfig(encoder_channels=(4, 8, 8), num_residual_blocks=2, style_dim=8, style_hidden_dim=16,
+                       style_image_size=64)
+
+
+def gradient_image(width: int, height: int, mode: str = "RGB", seed: int = 0) -> Image.Image:
+    """A smooth colour image with some texture, made in code."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    rgb = np.stack([x / max(width - 1, 1), y / max(height - 1, 1), 0.5 + 0.5 * np.sin(x / 7 + y / 11)], -1)
+    rgb = np.clip(rgb + rng.normal(0, 0.03, rgb.shape), 0, 1)
+    return Image.fromarray((rgb * 255).astype(np.uint8), "RGB").convert(mode)
+
+
+@pytest.fixture(scope="module")
+def tiny_stylizer() -> Stylizer:
+    torch.manual_seed(0)
+    generator = Generator(TINY)
+    torch.nn.init.normal_(generator.to_modulation.weight, std=0.1)
+    codes = {"waves": torch.randn(8), "dots": torch.randn(8)}
+    presets = {name: Preset(name=name, title=name.title()) for name in codes}
+    return Stylizer(generator, presets, codes, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def bundled() -> Stylizer:
+    return Stylizer.from_pretrained(device="cpu")
+
+
+def test_bundled_model_loads_with_presets_and_provenance(bundled: Stylizer) -> None:
+    assert bundled.model_info.repo == "bundled"
+    assert len(bundled.model_info.weights_sha256) == 64
+    assert len(bundled.presets) == 32
+    preset = bundled.presets["hokusai_great_wave_off_kanagawa"]
+    assert "Hokusai" in preset.artist and preset.title and preset.license
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA", "LA", "P", "CMYK", "I;16"])
+def test_output_keeps_size_and_mode(tiny_stylizer: Stylizer, mode: str) -> None:
+    content = gradient_image(37, 23, mode)
+    result = tiny_stylizer.stylize(content, "waves", 1.0)
+    assert result.size == content.size
+    expected = {"P": "RGBA" if "transparency" in content.info else "RGB", "CMYK": "RGB"}.get(mode, mode)
+    assert result.mode == expected
+    if mode in ("RGBA", "LA"):
+        assert np.array_equal(np.asarray(result.getchannel("A")), np.asarray(content.getchannel("A")))
+
+
+def test_tiny_and_long_thin_images(tiny_stylizer: Stylizer) -> None:
+    for size in [(1, 1), (3, 5), (2, 600)]:
+        assert tiny_stylizer.stylize(gradient_image(*size), "dots", 0.7).size == size
+
+
+def test_style_sources_and_blends(tiny_stylizer: Stylizer) -> None:
+    content = gradient_image(40, 32)
+    style_image = gradient_image(50, 60, seed=3).rotate(90)
+    by_preset = to_tensor(tiny_stylizer.stylize(content, "waves", 1.0))
+    by_image = to_tensor(tiny_stylizer.stylize(content, style_image, 1.0))
+    assert not torch.equal(by_preset, by_image)
+    # A blend with all weight on one style equals that style; an even blend lies between.
+    only_waves = to_tensor(tiny_stylizer.stylize(content, [("waves", 1.0), (style_image, 0.0)], 1.0))
+    assert torch.equal(only_waves, by_preset)
+    code = tiny_stylizer.blended_code([("waves", 1.0), ("dots", 3.0)])
+    assert torch.allclose(code, 0.25 * tiny_stylizer.style_code("waves") + 0.75 * tiny_stylizer.style_code("dots"))
+
+
+def test_bad_styles_and_strengths_are_refused(tiny_stylizer: Stylizer) -> None:
+    content = gradient_image(16, 16)
+    with pytest.raises(ValueError, match="unknown preset 'nope'"):
+        tiny_stylizer.stylize(content, "nope")
+    with pytest.raises(ValueError, match="strength must be in"):
+        tiny_stylizer.stylize(content, "waves", 1.5)
+    with pytest.raises(ValueError, match="weights must be"):
+        tiny_stylizer.stylize(content, [("waves", -1.0)])
+    with pytest.raises(ValueError, match="no style"):
+        tiny_stylizer.stylize(content, [])
+
+
+def test_style_code_is_cached_by_pixels(tiny_stylizer: Stylizer) -> None:
+    style = gradient_image(30, 30, seed=5)
+    first = tiny_stylizer.style_code(style)
+    assert tiny_stylizer.style_code(style.copy()) is first
+
+
+def test_tiles_agree_with_the_whole_image(tiny_stylizer: Stylizer) -> None:
+    pixels = to_tensor(gradient_image(301, 250))
+    code = tiny_stylizer.generator.blend(tiny_stylizer.style_code("waves")[None], 1.0)
+    whole = tiny_stylizer.stylize_tensor(pixels, code)
+    tiled = tiny_stylizer.stylize_tensor(pixels, code, tile_size=240)  # 2×2 tiles
+    assert tiled.shape == whole.shape
+    assert (tiled - whole).abs().max() < 1e-4
+
+
+def test_max_long_side_downsizes(tiny_stylizer: Stylizer) -> None:
+    assert tiny_stylizer.stylize(gradient_image(200, 100), "waves", max_long_side=50).size == (50, 25)
+
+
+def test_concurrent_calls_from_threads_agree(tiny_stylizer: Stylizer) -> None:
+    contents = [gradient_image(48, 40, seed=i) for i in range(6)]
+    expected = [np.asarray(tiny_stylizer.stylize(c, "dots", 0.8)) for c in contents]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda c: np.asarray(tiny_stylizer.stylize(c, "dots", 0.8)), contents * 2))
+    for index, result in enumerate(results):
+        assert np.array_equal(result, expected[index % len(contents)])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("size", [(4096, 4096), (10000, 600)])
+def test_large_scans_tile_with_bounded_memory(size: tuple[int, int]) -> None:
+    """The bundled model on a 4096² scan and a 10000×600 panorama, in a fresh process: full size
+    out, no seams (tiles equal a whole-image pass that uses the same statistics), peak RSS bounded."""
+    script = textwrap.dedent(f"""
+        import resource, sys, numpy as np, torch
+        from PIL import Image
+        from stylegan import Stylizer
+        from stylegan.images import to_tensor
+        sys.path.insert(0, "tests")
+        from test_inference import gradient_image
+        stylizer = Stylizer.from_pretrained(device="cpu")
+        content = gradient_image(*{size})
+        result = stylizer.stylize(content, "hokusai_great_wave_off_kanagawa", 0.8)
+        assert result.size == content.size and result.mode == content.mode
+        peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        # Seams: compare a strip across a tile border with a whole-image pass using the same stats.
+        pixels = to_tensor(content)[..., :600, :1200]
+        code = stylizer.generator.blend(stylizer.style_code("hokusai_great_wave_off_kanagawa")[None], 0.8)
+        stats = stylizer._measure_stats(pixels, code)
+        whole = stylizer._run(pixels, code, stats)
+        tiled = stylizer._tiled(pixels, code, stats, stylizer.tile_size, None)
+        print(peak_gib, float((whole - tiled).abs().max()))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    peak_gib, seam_error = map(float, done.stdout.split()[-2:])
+    assert peak_gib < 3.0
+    assert seam_error < 1e-3
+
+
+def test_strength_zero_reproduces_content_and_strength_is_monotone(bundled: Stylizer) -> None:
+    content = gradient_image(96, 80)
+    pixels = to_tensor(content)
+    distances = []
+    for strength in [0.0, 0.25, 0.5, 0.75, 1.0]:
+        result = to_tensor(bundled.stylize(content, "van_gogh_starry_night", strength))
+        distances.append(float((result - pixels).abs().mean()))
+    assert distances[0] < 0.03  # strength 0: the content, up to 8-bit rounding and a small residual
+    assert all(later > earlier for earlier, later in zip(distances, distances[1:]))
+    assert distances[-1] > 3 * distances[0]

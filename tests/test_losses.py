@@ -1,0 +1,62 @@
+"""Loss functions against hand-computed values and their defining properties."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from stylegan import losses
+
+
+def test_gram_matrix_normalisation() -> None:
+    features = torch.arange(12.0).reshape(1, 2, 2, 3)
+    flat = features.reshape(2, 6)
+    assert torch.allclose(losses.gram_matrix(features)[0], flat @ flat.T / 12)
+
+
+def test_style_loss_matches_the_seed_formula() -> None:
+    # Seed §4.3 per layer: 1/(N²M²) Σ (G - A)², G = F·Fᵀ, N channels, M = H·W.
+    generator = torch.Generator().manual_seed(0)
+    features = torch.rand(1, 3, 4, 5, generator=generator)
+    style = torch.rand(1, 3, 4, 5, generator=generator)
+    flat, style_flat = features.reshape(3, 20), style.reshape(3, 20)
+    expected = ((flat @ flat.T - style_flat @ style_flat.T) ** 2).sum() / (3 ** 2 * 20 ** 2)
+    loss = losses.style_loss({"l": features}, {"l": losses.gram_matrix(style)})
+    assert torch.allclose(loss, expected)
+    assert losses.style_loss({"l": style}, {"l": losses.gram_matrix(style)}) == 0
+
+
+def test_content_and_total_variation() -> None:
+    assert losses.content_loss(torch.ones(1, 2, 2, 2), torch.zeros(1, 2, 2, 2)) == 1
+    flat = torch.full((1, 3, 4, 4), 0.5)
+    assert losses.total_variation_loss(flat) == 0
+    stripes = torch.zeros(1, 1, 2, 2)
+    stripes[..., 1] = 1
+    assert losses.total_variation_loss(stripes) == 1
+
+
+def test_adversarial_losses_reward_the_right_side() -> None:
+    good_real, good_fake = torch.full((4, 10), 1.0), torch.full((4, 10), -1.0)
+    for kind, (d_loss, g_loss) in losses.ADVERSARIAL_LOSSES.items():
+        confident = d_loss(good_real, good_fake.clamp(min=0) if kind == "lsgan" else good_fake)
+        confused = d_loss(good_fake, good_real)
+        assert confident < confused, kind
+        assert g_loss(good_real) < g_loss(good_fake), kind
+    assert losses.lsgan_d_loss(torch.ones(3), torch.zeros(3)) == 0
+    assert losses.lsgan_g_loss(torch.ones(3)) == 0
+    assert losses.hinge_d_loss(torch.full((3,), 2.0), torch.full((3,), -2.0)) == 0
+
+
+def test_gradient_penalty_is_zero_for_unit_slope_critic() -> None:
+    # D(x) = Σ x·w with ‖w‖ = 1 has gradient norm exactly 1 everywhere.
+    weight = torch.randn(3 * 4 * 4)
+    weight = weight / weight.norm()
+    critic = lambda images: images.flatten(1) @ weight  # noqa: E731
+    real, fake = torch.rand(2, 3, 4, 4), torch.rand(2, 3, 4, 4)
+    assert losses.gradient_penalty(critic, real, fake) == pytest.approx(0, abs=1e-10)
+    steep = lambda images: 3 * images.flatten(1) @ weight  # noqa: E731
+    assert losses.gradient_penalty(steep, real, fake) == pytest.approx(4.0, rel=1e-5)
+
+
+def test_total_generator_loss_is_the_seed_sum() -> None:
+    total = losses.total_generator_loss(torch.tensor(1.0), torch.tensor(2.0), torch.tensor(3.0), 0.5, 2.0)
+    assert total == 1 + 0.5 * 2 + 2 * 3
