@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -34,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteLossError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # under torchrun every rank holds the same EMA weights; rank 0 alone exports and pushes
     from .export import export_model
     export_dir = export_model(result, config, args.run_dir, sources=args.sources or args.style_dir.parent / "SOURCES.md")
     print(f"exported to {export_dir}")

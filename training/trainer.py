@@ -21,7 +21,7 @@ from tqdm import tqdm
 from stylegan.discriminator import Discriminator
 from stylegan.features import VGG19Features
 from stylegan.generator import Generator, style_statistics
-from stylegan.images import resize_long_side
+from stylegan.images import ImageError, open_image, resize_long_side
 from stylegan.losses import gram_matrix
 
 from . import reports
@@ -107,6 +107,20 @@ def _distributed() -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
+def _first_readable(paths: list[Path], count: int) -> list[Path]:
+    """The first `count` paths that open as images; the others are left to `read_folder` to report."""
+    readable = []
+    for path in paths:
+        if len(readable) == count:
+            break
+        try:
+            open_image(path)
+        except ImageError:
+            continue
+        readable.append(path)
+    return readable
+
+
 def _gather_rng(state: Tensor, world_size: int) -> list[Tensor]:
     if world_size == 1:
         return [state]
@@ -141,10 +155,10 @@ def train(config: TrainConfig, content_dir: Path, style_dir: Path, run_dir: Path
     d_optimizer = torch.optim.Adam(discriminator_model.parameters(), lr=config.discriminator_lr, betas=config.betas)
     rng = torch.Generator().manual_seed(config.seed)
 
-    # Probe contents are held out from training, chosen by the seed.
+    # Probe contents are held out from training, chosen by the seed among readable images.
     all_contents = image_paths(content_dir)
     order = torch.randperm(len(all_contents), generator=torch.Generator().manual_seed(config.seed + 1)).tolist()
-    probe_paths = sorted(all_contents[i] for i in order[:config.num_probe_contents])
+    probe_paths = sorted(_first_readable([all_contents[i] for i in order], config.num_probe_contents))
     train_paths = [p for p in all_contents if p not in set(probe_paths)]
     contents = read_folder(content_dir, round(config.content_long_side * (1 + config.scale_jitter)), train_paths)
     styles = read_folder(style_dir, config.style_long_side)
@@ -159,6 +173,13 @@ def train(config: TrainConfig, content_dir: Path, style_dir: Path, run_dir: Path
         step, rng_states, extra = load_checkpoint(checkpoints[-1], modules, optimizers)
         rng.set_state(rng_states[rank] if rank < len(rng_states) else rng_states[0])
         wall_before = extra.get("wall_seconds", 0.0)
+        # The config sets the learning rates, not the checkpoint: resuming with a lower one must take effect.
+        for name, optimizer, lr in (("generator", g_optimizer, config.generator_lr),
+                                    ("discriminator", d_optimizer, config.discriminator_lr)):
+            for group in optimizer.param_groups:
+                if group["lr"] != lr and rank == 0:
+                    print(f"--resume: {name} learning rate {group['lr']:g} in the checkpoint, {lr:g} from the config")
+                group["lr"] = lr
     elif resume:
         print(f"--resume: no checkpoint in {run_dir}, starting at step 0")
     else:

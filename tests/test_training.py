@@ -1,0 +1,326 @@
+"""Training: steps, the loop (resume, NaN guard, torchrun), data folders, config and export.
+
+Everything runs the "tiny" preset on small generated images (see conftest.py) on the CPU.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from stylegan import Stylizer
+from stylegan.discriminator import Discriminator
+from stylegan.generator import Generator
+from stylegan.presets import Preset
+from training.checkpoint import list_checkpoints
+from training.config import ADVERSARIAL_KINDS, PRESETS, TrainConfig, load_config
+from training.data import read_folder
+from training.export import export_model
+from training.model_card import TAGS, presets_table, write_model_card
+from training.steps import discriminator_step, generator_step
+from training.trainer import NonFiniteLossError, build_style_bank, sample_batch, train
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CPU = torch.device("cpu")
+EXPORT_FILES = {"config.json", "model.safetensors", "presets.json", "presets.safetensors", "README.md",
+                "sample_grid.png", "losses.png"}
+
+
+def tiny(**changes) -> TrainConfig:
+    # Probe grids are rendered at steps 0 and the last step anyway; more would only cost time.
+    return dataclasses.replace(PRESETS["tiny"], **{"sample_every": 1000, **changes})
+
+
+def run_training(config: TrainConfig, folders, run_dir: Path, vgg, **kwargs):
+    return train(config, folders.content_dir, folders.style_dir, run_dir, vgg=vgg, progress=False, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def data(image_folders, vgg):
+    """(contents, style bank) as the trainer builds them, for driving the step functions directly."""
+    config = tiny()
+    contents = read_folder(image_folders.content_dir, round(config.content_long_side * (1 + config.scale_jitter)))
+    styles = read_folder(image_folders.style_dir, config.style_long_side)
+    return contents, build_style_bank(styles, vgg, config, torch.Generator().manual_seed(2), CPU)
+
+
+def make_models(config: TrainConfig):
+    torch.manual_seed(0)
+    generator, discriminator = Generator(config.generator), Discriminator(config.discriminator)
+    g_optimizer = torch.optim.Adam(generator.parameters(), lr=config.generator_lr, betas=config.betas)
+    d_optimizer = torch.optim.Adam(discriminator.parameters(), lr=config.discriminator_lr, betas=config.betas)
+    return generator, discriminator, g_optimizer, d_optimizer
+
+
+def parameters(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: value.detach().clone() for name, value in module.named_parameters()}
+
+
+def changed(module: torch.nn.Module, before: dict[str, torch.Tensor]) -> set[str]:
+    return {name for name, value in module.named_parameters() if not torch.equal(value, before[name])}
+
+
+# -- steps ---------------------------------------------------------------------------------------
+def test_one_discriminator_step_and_one_generator_step_change_their_networks(data, vgg):
+    config = tiny()
+    contents, bank = data
+    generator, discriminator, g_optimizer, d_optimizer = make_models(config)
+    batch = sample_batch(contents, bank, config, torch.Generator().manual_seed(0), CPU)
+    batch = dataclasses.replace(batch, strength=torch.tensor([1.0, 0.0]))  # the style and the identity path
+    g_before, d_before = parameters(generator), parameters(discriminator)
+
+    d_result = discriminator_step(generator, discriminator, d_optimizer, batch, config, torch.Generator())
+    assert changed(discriminator, d_before) == set(d_before)
+    assert changed(generator, g_before) == set()
+
+    d_before = parameters(discriminator)
+    g_result = generator_step(generator, discriminator, vgg, g_optimizer, batch, config)
+    assert changed(discriminator, d_before) == set()
+    # The style encoder and the identity code feed the zero-initialised `to_modulation`, so
+    # their first gradient is exactly zero; everything else moves at once, they follow a step later.
+    behind_zero_init = {name for name in g_before if name.startswith("style_encoder.") or name == "identity_code"}
+    assert behind_zero_init
+    assert changed(generator, g_before) == set(g_before) - behind_zero_init
+    generator_step(generator, discriminator, vgg, g_optimizer, batch, config)
+    assert changed(generator, g_before) == set(g_before)
+
+    assert {"d_loss", "d_real", "d_fake"} <= set(d_result)
+    assert {"content", "style", "g_adv", "identity", "g_total"} <= set(g_result)
+    assert all(math.isfinite(value) for value in (d_result | g_result).values())
+
+
+def test_a_few_dozen_generator_steps_on_one_batch_lower_its_loss(data, vgg):
+    config = tiny()
+    contents, bank = data
+    generator, discriminator, g_optimizer, _ = make_models(config)
+    batch = sample_batch(contents, bank, config, torch.Generator().manual_seed(5), CPU)
+    losses = [generator_step(generator, discriminator, vgg, g_optimizer, batch, config)["g_total"]
+              for _ in range(30)]
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+@pytest.mark.parametrize("kind", ADVERSARIAL_KINDS)
+def test_every_adversarial_loss_runs_a_step(kind, data, vgg):
+    config = tiny(adversarial_loss=kind)
+    contents, bank = data
+    generator, discriminator, g_optimizer, d_optimizer = make_models(config)
+    batch = sample_batch(contents, bank, config, torch.Generator().manual_seed(1), CPU)
+    d_before = parameters(discriminator)
+    result = discriminator_step(generator, discriminator, d_optimizer, batch, config, torch.Generator().manual_seed(3))
+    result |= generator_step(generator, discriminator, vgg, g_optimizer, batch, config)
+    assert all(math.isfinite(value) for value in result.values()), result
+    assert ("gradient_penalty" in result) == (kind == "wgan-gp")
+    assert changed(discriminator, d_before)
+
+
+# -- the loop ------------------------------------------------------------------------------------
+def checkpoint_tensors(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    last = list_checkpoints(run_dir)[-1]
+    return load_file(last / "state.safetensors"), json.loads((last / "meta.json").read_text())
+
+
+@pytest.mark.slow
+def test_resume_matches_an_uninterrupted_run(image_folders, vgg, tmp_path):
+    config = tiny(steps=3, checkpoint_every=2)
+    run_training(config, image_folders, tmp_path / "interrupted", vgg)
+    longer = dataclasses.replace(config, steps=6)
+    resumed = run_training(longer, image_folders, tmp_path / "interrupted", vgg, resume=True)
+    straight = run_training(longer, image_folders, tmp_path / "straight", vgg)
+
+    assert resumed.step == straight.step == 6
+    resumed_state, resumed_meta = checkpoint_tensors(tmp_path / "interrupted")
+    straight_state, straight_meta = checkpoint_tensors(tmp_path / "straight")
+    # G, D, EMA G, both optimizers' moments and step counts, and the RNG state.
+    assert {key.split(".")[0] for key in straight_state} >= {"generator", "discriminator", "generator_ema",
+                                                              "optimizer_generator", "optimizer_discriminator", "rng"}
+    assert set(resumed_state) == set(straight_state)
+    different = [key for key in straight_state if not torch.equal(resumed_state[key], straight_state[key])]
+    assert different == []
+    assert resumed_meta["step"] == straight_meta["step"] == 6
+    assert resumed_meta["optimizers"] == straight_meta["optimizers"]
+    for name, value in straight.export_generator.state_dict().items():
+        assert torch.equal(resumed.export_generator.state_dict()[name], value), name
+
+
+@pytest.mark.slow
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(image_folders, vgg, tmp_path):
+    run_dir = tmp_path / "run"
+    config = tiny(steps=2, checkpoint_every=1)
+    run_training(config, image_folders, run_dir, vgg)
+    # Resuming with an absurd learning rate (the config's rates apply on resume) blows up step 3.
+    exploding = dataclasses.replace(config, steps=6, generator_lr=1e30, discriminator_lr=1e30)
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss at step 3") as failure:
+        run_training(exploding, image_folders, run_dir, vgg, resume=True)
+    message = str(failure.value)
+    assert "step-0000002" in message and "learning rate" in message
+
+    checkpoints = list_checkpoints(run_dir)
+    assert [path.name for path in checkpoints] == ["step-0000001", "step-0000002"]
+    state, meta = checkpoint_tensors(run_dir)
+    assert meta["step"] == 2
+    assert all(torch.isfinite(value).all() for key, value in state.items() if value.is_floating_point())
+    # What the message advises works: resume from that checkpoint with a sane learning rate.
+    recovered = run_training(dataclasses.replace(config, steps=4), image_folders, run_dir, vgg, resume=True)
+    assert recovered.step == 4
+    assert list_checkpoints(run_dir)[-1].name == "step-0000004"
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_train_together_and_only_rank_0_writes(image_folders, tmp_path):
+    config_file = tmp_path / "tiny.json"
+    config_file.write_text(tiny(steps=3).to_json())
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "training", "--content-dir", str(image_folders.content_dir),
+               "--style-dir", str(image_folders.style_dir), "--run-dir", str(run_dir), "--config", str(config_file)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1",
+           "HF_HUB_DISABLE_TELEMETRY": "1"}
+    process = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300,
+                             check=False)
+    assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-3000:]
+
+    assert process.stdout.count("exported to") == 1, process.stdout
+    assert {path.name for path in (run_dir / "export").iterdir()} == EXPORT_FILES
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [record["step"] for record in records] == [1, 2, 3]
+    state, meta = checkpoint_tensors(run_dir)
+    assert meta["extra"]["world_size"] == 2
+    assert not torch.equal(state["rng.0"], state["rng.1"])  # each rank draws its own batches
+    stylizer = Stylizer.from_pretrained(run_dir / "export", device="cpu")
+    for name, value in stylizer.generator.state_dict().items():
+        assert torch.equal(value, state[f"generator_ema.{name}"]), name
+
+
+# -- data and config -----------------------------------------------------------------------------
+def test_unreadable_files_are_skipped_with_a_warning_and_counted(image_folders, vgg, tmp_path):
+    content_dir, style_dir = tmp_path / "content", tmp_path / "styles"
+    content_dir.mkdir()
+    for index in range(4):
+        shutil.copyfile(image_folders.content_dir / f"content_{index}.png", content_dir / f"good_{index}.png")
+    (content_dir / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not a PNG")
+    (content_dir / "empty.jpg").write_bytes(b"")
+    style_dir.mkdir()
+    for path in sorted(image_folders.style_dir.iterdir())[:2]:
+        shutil.copyfile(path, style_dir / path.name)
+    (style_dir / "truncated.jpg").write_bytes(b"\xff\xd8\xff\xe0")
+
+    with pytest.warns(UserWarning, match="skipping") as warned:
+        folder = read_folder(content_dir, 48)
+    assert len(folder.images) == 4 and len(folder.skipped) == 2 and len(warned) == 2
+    assert any("broken.png" in reason for reason in folder.skipped)
+    assert any("empty.jpg" in reason and "empty" in reason for reason in folder.skipped)
+
+    # In the loop: 3 of 6 contents are held out as probes; the unreadable ones never are.
+    config = tiny(steps=1, num_probe_contents=3)
+    with pytest.warns(UserWarning, match="skipping"):
+        result = train(config, content_dir, style_dir, tmp_path / "run", vgg=vgg, progress=False)
+    assert len(result.skipped) == 3
+    assert sorted(Path(reason.split(":")[0]).name for reason in result.skipped) == [
+        "broken.png", "empty.jpg", "truncated.jpg"]
+    assert len(result.probe_contents) == 3
+    assert all(path.name.startswith("good_") for path in result.probe_contents)
+
+
+def test_load_config_reads_presets_and_json_and_rejects_bad_fields(tmp_path):
+    assert load_config("tiny") == PRESETS["tiny"]
+    assert load_config("tiny") is not PRESETS["tiny"]
+    round_trip = tmp_path / "tiny.json"
+    round_trip.write_text(PRESETS["tiny"].to_json())
+    assert load_config(str(round_trip)) == PRESETS["tiny"]
+
+    unknown = tmp_path / "unknown.json"
+    unknown.write_text(json.dumps({"steps": 3, "learning_rate": 1e-3}))
+    with pytest.raises(ValueError, match=r"unknown TrainConfig fields: \['learning_rate'\]"):
+        load_config(str(unknown))
+    nested = tmp_path / "nested.json"
+    nested.write_text(json.dumps({"generator": {"residual_blocks": 3}}))
+    with pytest.raises(TypeError, match="residual_blocks"):
+        load_config(str(nested))
+    bad_kind = tmp_path / "bad_kind.json"
+    bad_kind.write_text(json.dumps({"adversarial_loss": "vanilla"}))
+    with pytest.raises(ValueError, match=r"adversarial_loss must be one of .*'vanilla'"):
+        load_config(str(bad_kind))
+    with pytest.raises(ValueError, match="neither a preset"):
+        load_config(str(tmp_path / "missing.json"))
+
+
+# -- export --------------------------------------------------------------------------------------
+def front_matter(card: str) -> dict:
+    assert card.startswith("---\n")
+    return yaml.safe_load(card.split("---\n", 2)[1])
+
+
+@pytest.mark.slow
+def test_export_loads_strictly_with_equal_outputs_and_the_exact_file_set(image_folders, vgg, tmp_path):
+    run_dir = tmp_path / "run"
+    config = tiny(steps=4)
+    result = run_training(config, image_folders, run_dir, vgg)
+    export_dir = export_model(result, config, run_dir, sources=image_folders.sources)
+
+    assert export_dir == run_dir / "export"
+    assert {path.name for path in export_dir.iterdir()} == EXPORT_FILES
+    assert sum(path.stat().st_size for path in export_dir.iterdir()) < 2_000_000
+    assert (export_dir / "sample_grid.png").read_bytes() == (run_dir / "samples" / "step-0000004.png").read_bytes()
+
+    stylizer = Stylizer.from_pretrained(export_dir, device="cpu")
+    ema = result.export_generator.eval()
+    assert stylizer.generator.state_dict().keys() == ema.state_dict().keys()
+    for name, value in ema.state_dict().items():
+        assert torch.equal(stylizer.generator.state_dict()[name], value), name
+    assert list(stylizer.presets) == ["ripples", "stripes", "waves"]
+    assert stylizer.presets["waves"] == Preset("waves", "Test Waves", "Generated Painter", "1901",
+                                               "generated by tests/conftest.py", "CC0")
+    content = torch.rand(1, 3, 36, 44, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected_codes = ema.encode_style(result.style_bank.full_statistics)
+        for index, name in enumerate(result.style_bank.names):
+            code = stylizer.style_code(name)
+            assert torch.equal(code, expected_codes[index])
+            code = ema.blend(code[None], 0.7)
+            assert torch.equal(stylizer.generator(content, code), ema(content, code))
+
+    card = (export_dir / "README.md").read_text()
+    metadata = front_matter(card)
+    assert metadata["license"] == "mit"
+    assert metadata["library_name"] == "archive-style-gan"
+    assert metadata["pipeline_tag"] == "image-to-image"
+    assert set(TAGS) <= set(metadata["tags"])
+    assert "datasets" not in metadata and "metrics" not in metadata  # none invented
+    assert "Not evaluated yet" in card
+    assert "| `waves` | Test Waves | Generated Painter | 1901 | generated by tests/conftest.py | CC0 |" in card
+    prose = " ".join(card.split())
+    assert "must not be presented" in prose and "The original scan is never altered" in prose
+    assert "- Steps: 4" in card and '"crop_size": 32' in card
+    assert "](sample_grid.png)" in card and "](losses.png)" in card
+
+    # Once the run is evaluated, the next export carries the numbers.
+    (run_dir / "evaluation.json").write_text(json.dumps({"gram_gain": 0.2812, "content_ssim": 0.5,
+                                                         "per_style": {"waves": {"gram_gain": 0.31}}}))
+    evaluated = front_matter_and_card(export_model(result, config, run_dir, out_dir=tmp_path / "evaluated"))
+    assert evaluated[0]["metrics"] == ["gram_gain", "content_ssim"]
+    assert "| gram_gain | 0.2812 |" in evaluated[1] and "| per_style / waves / gram_gain | 0.31 |" in evaluated[1]
+    assert "Not evaluated yet" not in evaluated[1]
+    # Hub dataset ids appear only when given.
+    write_model_card(tmp_path / "evaluated", result, config, run_dir, [], datasets=["archive-lab/scans"])
+    assert front_matter_and_card(tmp_path / "evaluated")[0]["datasets"] == ["archive-lab/scans"]
+
+
+def front_matter_and_card(export_dir: Path) -> tuple[dict, str]:
+    card = (export_dir / "README.md").read_text()
+    return front_matter(card), card
+
+
+def test_presets_table_escapes_table_syntax():
+    table = presets_table([Preset("a", "Left | Right", "Someone", "1900", "line one\nline two", "CC0")])
+    assert "Left \\| Right" in table and "line one line two" in table
+    assert table.splitlines()[-1].count(" | ") == 5
