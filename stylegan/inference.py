@@ -26,6 +26,7 @@ from torch import Tensor
 from .features import VGG19Features
 from .generator import Generator, NormStats, style_statistics
 from .images import pad_to_multiple, preserve_colors, resize_long_side, to_pil, to_tensor
+from .optimize import OPTIMIZE_STYLE_LONG_SIDE, optimize_stylize
 from .presets import PRESET_CODES_FILE, PRESET_INFO_FILE, Preset, load_presets
 
 DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
@@ -37,6 +38,7 @@ MODEL_FILES = ["config.json", WEIGHTS_FILE, PRESET_CODES_FILE, PRESET_INFO_FILE,
 StyleSource = str | Image.Image
 Style = StyleSource | Sequence[tuple[StyleSource, float]]
 ProgressCallback = Callable[[float, str], None]
+STYLIZE_MODES = ("feedforward", "optimize")
 
 
 @dataclass(frozen=True)
@@ -167,20 +169,30 @@ class Stylizer:
     @torch.inference_mode()
     def stylize(self, content: Image.Image, style: Style, strength: float = 0.8, *, preserve_color: bool = False,
                 seed: int | None = None, max_long_side: int | None = None,
-                progress: ProgressCallback | None = None) -> Image.Image:
+                progress: ProgressCallback | None = None, mode: str = "feedforward",
+                steps: int = 200) -> Image.Image:
         """Stylise `content` (any mode) -> a PIL image of the same size and mode.
 
         `strength` ∈ [0, 1] blends style statistics (0 reproduces the content). `max_long_side`
         optionally downsizes the result. The network is deterministic; `seed` is accepted so
         callers can record it, and is used by the optimisation mode.
+
+        `mode="optimize"` runs per-image optimisation (`stylegan.optimize`, `steps` loss
+        evaluations, minutes on a CPU) instead of the network; it needs style images, not presets.
         """
         if not 0.0 <= float(strength) <= 1.0:
             raise ValueError(f"strength must be in [0, 1], got {strength}")
-        code = self.generator.blend(self.blended_code(style)[None], float(strength)).to(self.dtype)
+        if mode not in STYLIZE_MODES:
+            raise ValueError(f"mode must be one of {STYLIZE_MODES}, got {mode!r}")
         pixels = to_tensor(content)
         if max_long_side is not None and max(pixels.shape[-2:]) > max_long_side:
             pixels = resize_long_side(pixels, max_long_side)
-        result = self.stylize_tensor(pixels, code, progress=progress)
+        if mode == "optimize":
+            result = optimize_stylize(pixels, _optimize_style_images(style), self.vgg, strength=float(strength),
+                                      steps=steps, seed=seed, progress=progress)
+        else:
+            code = self.generator.blend(self.blended_code(style)[None], float(strength)).to(self.dtype)
+            result = self.stylize_tensor(pixels, code, progress=progress)
         if preserve_color:
             result = preserve_colors(result, pixels)
         output = to_pil(result, like=content)
@@ -234,6 +246,21 @@ class Stylizer:
                 if progress:
                     progress(done / total, f"tile {done}/{total}")
         return torch.from_numpy(output / weight_sum)[None]
+
+
+def _optimize_style_images(style: Style) -> list[tuple[Tensor, float]]:
+    """(pixels, weight) per style image for optimisation; presets are codes, which it cannot use."""
+    sources = [(style, 1.0)] if isinstance(style, (str, Image.Image)) else list(style)
+    if not sources:
+        raise ValueError("no style given")
+    for source, _ in sources:
+        if isinstance(source, str):
+            raise ValueError(f"preset {source!r} is a style code for the feed-forward network; "
+                             "mode='optimize' needs a style image instead")
+        if not isinstance(source, Image.Image):
+            raise TypeError(f"a style is a preset name or a PIL image, got {type(source).__name__}")
+    return [(resize_long_side(to_tensor(source), OPTIMIZE_STYLE_LONG_SIDE), float(weight))
+            for source, weight in sources]
 
 
 def _tile_starts(length: int, tile: int, stride: int) -> list[int]:

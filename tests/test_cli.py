@@ -1,0 +1,207 @@
+"""`python -m stylegan`: batch inputs, styles and weights, failures, no overwrites, provenance, torchrun split."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from stylegan.__main__ import UsageError, collect_inputs, distributed_rank, output_name
+from stylegan.provenance import read_provenance
+
+REPO = Path(__file__).resolve().parents[1]
+PRESET = "hokusai_great_wave_off_kanagawa"
+
+
+def run_cli(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    environment = {key: value for key, value in os.environ.items() if key not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    environment.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1",
+                       PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    environment.update(env or {})
+    return subprocess.run([sys.executable, "-m", "stylegan", *map(str, args)], capture_output=True, text=True,
+                          env=environment, cwd=REPO, timeout=300, check=False)
+
+
+def write_image(path: Path, seed: int, size: tuple[int, int] = (40, 32), mode: str = "RGB") -> Path:
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8), "RGB").convert(mode).save(path)
+    return path
+
+
+def sidecars(out_dir: Path) -> dict[str, dict]:
+    """source name -> sidecar JSON of every result in `out_dir`."""
+    records = [json.loads(path.read_text()) for path in sorted(out_dir.glob("*.json"))]
+    return {find_value(record, "source_name"): record for record in records}
+
+
+def find_value(record: object, key: str) -> object:
+    """The first value stored under `key` anywhere in a nested JSON record."""
+    if isinstance(record, dict):
+        if key in record:
+            return record[key]
+        record = list(record.values())
+    if isinstance(record, list):
+        for value in record:
+            found = find_value(value, key)
+            if found is not None:
+                return found
+    return None
+
+
+def results(out_dir: Path) -> list[Path]:
+    return sorted(path for path in out_dir.iterdir() if path.suffix != ".json")
+
+
+@pytest.fixture()
+def inputs(tmp_path: Path) -> Path:
+    """scans/ with two good images (one nested), a broken one in the middle, and loose/ for a glob."""
+    write_image(tmp_path / "scans" / "a_letter.png", seed=1)
+    (tmp_path / "scans" / "b_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not really a png")
+    write_image(tmp_path / "scans" / "nested" / "c_map.jpg", seed=2, size=(36, 28))
+    write_image(tmp_path / "loose" / "d_photo.png", seed=3, size=(24, 40), mode="L")
+    (tmp_path / "loose" / "notes.txt").write_text("not an image, and not matched by the glob below")
+    write_image(tmp_path / "style.png", seed=4, size=(32, 32))
+    return tmp_path
+
+
+@pytest.mark.slow
+def test_batch_goes_past_a_bad_file_and_lists_every_failure(inputs: Path) -> None:
+    out = inputs / "out"
+    before = {path: path.read_bytes() for path in inputs.rglob("*") if path.is_file()}
+    result = run_cli("stylize", inputs / "scans", inputs / "loose" / "*.png", inputs / "missing.jpg",
+                     "--style", PRESET, "--weight", "0.7", "--style", inputs / "style.png", "--weight", "0.3",
+                     "--strength", "0.9", "--out", out)
+    assert result.returncode == 1, result.stderr
+    assert {path.name for path in results(out)} == {"a_letter.stylized.png", "c_map.stylized.png",
+                                                    "d_photo.stylized.png"}
+    failures = result.stderr.split("failure(s):")[1]
+    assert "b_broken.png: " in failures and "missing.jpg: no such file" in failures
+    assert len(failures.strip().splitlines()) == 2
+    assert sorted(Path(line).name for line in result.stdout.split()) == [path.name for path in results(out)]
+    assert Image.open(out / "d_photo.stylized.png").mode == "L"  # grayscale stays grayscale
+    assert Image.open(out / "c_map.stylized.png").size == (36, 28)
+    assert all(path.read_bytes() == data for path, data in before.items())  # inputs untouched
+
+
+@pytest.mark.slow
+def test_output_carries_provenance(inputs: Path) -> None:
+    out = inputs / "out"
+    result = run_cli("stylize", inputs / "scans" / "a_letter.png", "--style", PRESET, "--style", inputs / "style.png",
+                     "--weight", "2", "--weight", "1", "--strength", "0.6", "--seed", "7", "--format", "jpg",
+                     "--out", out)
+    assert result.returncode == 0, result.stderr
+    (output,) = results(out)
+    assert output.name == "a_letter.stylized.jpg" and Image.open(output).format == "JPEG"
+    record = sidecars(out)["a_letter.png"]
+    source_hash = hashlib.sha256((inputs / "scans" / "a_letter.png").read_bytes()).hexdigest()
+    assert find_value(record, "source_sha256") == source_hash
+    assert find_value(record, "style_strength") == 0.6 and find_value(record, "seed") == 7
+    text = json.dumps(record)
+    assert PRESET in text and hashlib.sha256((inputs / "style.png").read_bytes()).hexdigest() in text
+    assert "bundled" in text  # the model it came from
+    assert find_value(record, "styles") == [PRESET, "style.png"]
+    assert read_provenance(output).to_dict() == record  # embedded in the JPEG too
+    assert (out / "a_letter.stylized.jpg.json").exists()
+
+
+@pytest.mark.slow
+def test_never_overwrites_results_or_inputs(inputs: Path) -> None:
+    out = inputs / "out"
+    source = inputs / "scans" / "a_letter.png"
+    assert run_cli("stylize", source, "--style", PRESET, "--out", out).returncode == 0
+    first = (out / "a_letter.stylized.png").read_bytes()
+    second = run_cli("stylize", source, "--style", PRESET, "--strength", "0.3", "--out", out)
+    assert second.returncode == 0, second.stderr
+    assert [path.name for path in results(out)] == ["a_letter.stylized-1.png", "a_letter.stylized.png"]
+    assert (out / "a_letter.stylized.png").read_bytes() == first
+    # A folder input that contains the output folder: earlier results are not taken as inputs.
+    for _ in range(2):
+        again = run_cli("stylize", inputs / "scans", "--style", PRESET, "--out", inputs / "scans" / "stylized")
+        assert again.returncode == 1 and "2 of 3 image(s) written" in again.stderr  # b_broken.png fails
+    assert len(results(inputs / "scans" / "stylized")) == 4
+    # --out naming an input file is refused before anything is written.
+    original = source.read_bytes()
+    refused = run_cli("stylize", source, "--style", PRESET, "--out", source)
+    assert refused.returncode == 2 and "existing file" in refused.stderr
+    assert source.read_bytes() == original
+
+
+@pytest.mark.slow
+def test_usage_errors_exit_2(inputs: Path) -> None:
+    source = inputs / "scans" / "a_letter.png"
+    unknown = run_cli("stylize", source, "--style", "no_such_style", "--out", inputs / "out")
+    assert unknown.returncode == 2 and "neither an image file nor a preset" in unknown.stderr
+    mismatch = run_cli("stylize", source, "--style", PRESET, "--weight", "1", "--weight", "2", "--out", inputs / "o")
+    assert mismatch.returncode == 2 and "one weight per style" in mismatch.stderr
+    optimize_preset = run_cli("stylize", source, "--style", PRESET, "--mode", "optimize", "--out", inputs / "o")
+    assert optimize_preset.returncode == 2 and "needs a style image" in optimize_preset.stderr
+    assert run_cli("stylize", source, "--out", inputs / "o").returncode == 2  # argparse: --style is required
+    assert not (inputs / "out").exists() and not (inputs / "o").exists()
+
+
+@pytest.mark.slow
+def test_optimize_mode_from_the_command_line(inputs: Path) -> None:
+    out = inputs / "out"
+    result = run_cli("stylize", inputs / "loose" / "d_photo.png", "--style", inputs / "style.png", "--mode", "optimize",
+                     "--steps", "2", "--seed", "3", "--max-long-side", "32", "--out", out)
+    assert result.returncode == 0, result.stderr
+    (output,) = results(out)
+    assert Image.open(output).size == (19, 32)
+    assert find_value(sidecars(out)["d_photo.png"], "steps") == 2
+
+
+@pytest.mark.slow
+def test_presets_lists_names_with_attribution() -> None:
+    result = run_cli("presets")
+    assert result.returncode == 0, result.stderr
+    assert PRESET in result.stdout and "Hokusai" in result.stdout and "Public domain" in result.stdout
+    assert "Loading" not in result.stdout  # stdout holds the list only
+    assert len([line for line in result.stdout.splitlines() if not line.startswith(" ")]) == 32
+
+
+@pytest.mark.slow
+def test_torchrun_ranks_take_disjoint_halves(tmp_path: Path) -> None:
+    for index in range(5):
+        write_image(tmp_path / "scans" / f"page_{index}.png", seed=index, size=(16, 16))
+    out = tmp_path / "out"
+    runs = [run_cli("stylize", tmp_path / "scans", "--style", PRESET, "--out", out,
+                    env={"RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank)}) for rank in range(2)]
+    assert [run.returncode for run in runs] == [0, 0], [run.stderr for run in runs]
+    taken = [{Path(line).name for line in run.stdout.split()} for run in runs]
+    assert len(taken[0]) == 3 and len(taken[1]) == 2 and not taken[0] & taken[1]
+    assert taken[0] | taken[1] == {f"page_{index}.stylized.png" for index in range(5)}
+    assert {path.name for path in results(out)} == taken[0] | taken[1]
+
+
+def test_collect_inputs_expands_folders_and_globs(tmp_path: Path) -> None:
+    for name in ("b.png", "a.JPG", "sub/c.tif", "out/old.png", "b.stylized.png"):
+        write_image(tmp_path / name, seed=0, size=(8, 8))
+    (tmp_path / "b.stylized.png.json").write_text("{}")  # a provenance sidecar marks an earlier result
+    (tmp_path / "readme.txt").write_text("skip me")
+    paths, failures = collect_inputs([str(tmp_path), str(tmp_path / "*.png"), str(tmp_path / "empty*"),
+                                      str(tmp_path / "readme.txt")], exclude=tmp_path / "out")
+    assert [path.relative_to(tmp_path).as_posix() for path in paths] == ["a.JPG", "b.png", "sub/c.tif", "readme.txt"]
+    assert failures == [(str(tmp_path / "empty*"), "pattern matches no image files")]
+    # Writing into the input folder itself: its images are still inputs, earlier results are not.
+    paths, failures = collect_inputs([str(tmp_path)], exclude=tmp_path)
+    assert [path.relative_to(tmp_path).as_posix() for path in paths] == ["a.JPG", "b.png", "out/old.png", "sub/c.tif"]
+    paths, failures = collect_inputs([str(tmp_path / "nothing-here.png")], exclude=tmp_path / "out")
+    assert paths == [] and failures == [(str(tmp_path / "nothing-here.png"), "no such file or folder")]
+
+
+def test_distributed_rank_and_output_names() -> None:
+    assert distributed_rank({}) == (0, 1)
+    assert distributed_rank({"RANK": "1", "WORLD_SIZE": "4"}) == (1, 4)
+    with pytest.raises(UsageError, match="RANK"):
+        distributed_rank({"RANK": "4", "WORLD_SIZE": "4"})
+    with pytest.raises(UsageError, match="integers"):
+        distributed_rank({"RANK": "0"})
+    assert output_name(Path("x/page.tif"), 0, ".png") == "page.stylized.png"
+    assert output_name(Path("x/page.tif"), 2, ".png") == "page.stylized-2.png"
