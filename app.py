@@ -1,0 +1,537 @@
+"""archive-style GAN: the Gradio app and Hugging Face Space over `stylegan` and its archive.
+
+    python app.py        # http://127.0.0.1:7860 with the bundled model and ./archive
+
+Environment: GRADIO_SERVER_NAME / GRADIO_SERVER_PORT; ARCHIVE_DIR (default ./archive, or
+/data/archive on a Space with persistent storage); STYLE_MODEL_REPO with STYLE_MODEL_REVISION
+(a Hub model, pinned; the bundled model if the Hub cannot be reached); ARCHIVE_AUTH
+("user:password,user2:password2") to require a login.
+
+This file is layout and wiring only: the work is in `stylegan.jobs` and `stylegan.archive`.
+(No `from __future__ import annotations` here: Gradio reads the API endpoints' types at run time.)
+"""
+import functools
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path, PurePath
+
+# Read once when gradio / huggingface_hub are imported: the app never phones home.
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+
+import gradio as gr
+import spaces
+from huggingface_hub.errors import LocalEntryNotFoundError
+
+from stylegan import __version__
+from stylegan.archive import Archive, ArchiveError, Catalogue, Entry, parse_tags
+from stylegan.batch import collect_batch
+from stylegan.inference import Stylizer
+from stylegan.jobs import Settings, StyleChoice, StyleImage, stylize_and_archive, stylize_batch
+from stylegan.postprocess import PostProcess
+from stylegan.thumbnails import render_preset_thumbnails
+
+log = logging.getLogger("archive-style-gan")
+
+MAX_STYLE_IMAGES = 3
+PREVIEW_SIDE = 1600  # px, long side of the before/after comparison
+MAX_UPLOAD_SIZE = "300mb"
+QUEUE_SIZE = 32
+ARCHIVE_CONCURRENCY = 4  # catalogue reads and edits need not wait behind a long stylisation
+GPU_SECONDS = 120  # ZeroGPU allowance for one stylisation
+OUTPUT_SIZES = [("Full resolution", 0), ("4096 px long side", 4096), ("2048 px long side", 2048),
+                ("1024 px long side", 1024), ("512 px long side", 512)]
+APPROVED_FILTERS = [("Any", "any"), ("Approved for sharing", "yes"), ("Not approved", "no")]
+RIGHTS_EXAMPLES = ["http://rightsstatements.org/vocab/NoC-US/1.0/", "http://rightsstatements.org/vocab/InC/1.0/",
+                   "http://rightsstatements.org/vocab/UND/1.0/", "http://rightsstatements.org/vocab/CNE/1.0/",
+                   "https://creativecommons.org/publicdomain/mark/1.0/",
+                   "https://creativecommons.org/publicdomain/zero/1.0/", "https://creativecommons.org/licenses/by/4.0/"]
+THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"],  # no web fonts: nothing is fetched
+                       font_mono=["ui-monospace", "monospace"])
+CSS = "#model-info p { font-size: 0.85em; opacity: 0.8; }"
+
+
+# -- configuration -------------------------------------------------------------------------------
+def archive_dir() -> Path:
+    if os.environ.get("ARCHIVE_DIR"):
+        return Path(os.environ["ARCHIVE_DIR"])
+    if os.environ.get("SPACE_ID") and Path("/data").is_dir():  # a Space with persistent storage
+        return Path("/data/archive")
+    return Path("archive")
+
+
+def load_stylizer() -> tuple[Stylizer, str]:
+    """The model to serve, and a notice for the UI when the configured one could not be loaded."""
+    repo = os.environ.get("STYLE_MODEL_REPO", "").strip()
+    if not repo:
+        return Stylizer.from_pretrained(), ""
+    revision = os.environ.get("STYLE_MODEL_REVISION", "").strip()
+    if not revision:
+        raise SystemExit("STYLE_MODEL_REPO is set without STYLE_MODEL_REVISION: pin the model to a commit hash")
+    try:
+        return Stylizer.from_pretrained(repo, revision=revision), ""
+    except LocalEntryNotFoundError as error:  # the Hub is unreachable and this revision is not cached
+        log.warning("cannot load %s@%s from the Hub: %s", repo, revision, error)
+        return Stylizer.from_pretrained(), (f"The Hugging Face Hub could not be reached to load `{repo}` at "
+                                            f"`{revision}`, so the bundled model is serving instead.")
+
+
+def parse_auth(value: str) -> list[tuple[str, str]] | None:
+    """ARCHIVE_AUTH="user:password,user2:password2" -> [(user, password), ...]; '' -> None (no login)."""
+    if not value.strip():
+        return None
+    pairs = [item.strip().split(":", 1) for item in value.split(",") if item.strip()]
+    if any(len(pair) != 2 or not pair[0] or not pair[1] for pair in pairs):
+        raise SystemExit("ARCHIVE_AUTH must look like 'user:password,user2:password2'")
+    return [(user, password) for user, password in pairs]
+
+
+def launch_options(archive: Archive) -> dict:
+    """Everything `demo.launch` needs besides host and port."""
+    return {"max_file_size": MAX_UPLOAD_SIZE, "allowed_paths": [str(path) for path in archive.served_dirs],
+            "auth": parse_auth(os.environ.get("ARCHIVE_AUTH", "")), "theme": THEME, "css": CSS}
+
+
+# -- handlers --------------------------------------------------------------------------------------
+def refusals_as_errors(function):
+    """Input the library refuses (a ValueError naming the problem) reaches the user as gr.Error."""
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except ValueError as error:
+            raise gr.Error(str(error), title="Refused") from error
+    return wrapper
+
+
+def _file_path(value) -> str | None:
+    """An upload as the handler receives it: a path (API) or Gradio's file dict (UI, unprocessed)."""
+    if value is None or value == "":
+        return None
+    return value["path"] if isinstance(value, dict) else str(value)
+
+
+def _file_name(value) -> str:
+    if isinstance(value, dict) and value.get("orig_name"):
+        return PurePath(value["orig_name"]).name
+    return PurePath(_file_path(value)).name
+
+
+def _style_choice(style_source, preset, images_and_weights) -> StyleChoice:
+    if style_source not in ("preset", "images"):
+        raise ValueError(f"style_source must be 'preset' or 'images', got {style_source!r}")
+    if style_source == "preset":
+        if not preset:
+            raise ValueError("choose a preset, or switch the style to your own style images")
+        return StyleChoice(preset=preset)
+    images = tuple(StyleImage(Path(_file_path(image)).read_bytes(), _file_name(image), float(weight))
+                   for image, weight in zip(images_and_weights[0::2], images_and_weights[1::2])
+                   if _file_path(image))
+    if not images:
+        raise ValueError("upload at least one style image, or switch the style to a preset")
+    return StyleChoice(images=images)
+
+
+def _settings(strength, preserve_color, max_long_side, contrast, crop_left, crop_top, crop_right, crop_bottom,
+              seed) -> Settings:
+    crop = tuple(float(percent) / 100.0 for percent in (crop_left, crop_top, crop_right, crop_bottom))
+    return Settings(strength=float(strength), preserve_color=bool(preserve_color),
+                    max_long_side=int(max_long_side) or None,
+                    post=PostProcess(contrast=float(contrast), crop=crop), seed=int(seed or 0))
+
+
+@dataclass(frozen=True)
+class GradioProgress:
+    """`gr.Progress` as a (fraction, message) callback. Picklable (no closure): on ZeroGPU the
+    stylisation runs in a worker process, whose progress calls Gradio relays back."""
+    progress: gr.Progress
+
+    def __call__(self, fraction: float, message: str) -> None:
+        self.progress(fraction, desc=message)
+
+
+def _approved_filter(value: str) -> bool | None:
+    choices = {"any": None, "yes": True, "no": False}
+    if value not in choices:
+        raise ValueError(f"approved must be one of {sorted(choices)}, got {value!r}")
+    return choices[value]
+
+
+def _markdown_text(text: str) -> str:
+    """User text shown literally inside Markdown (no links, images or formatting of its own)."""
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~])", r"\\\1", text)
+
+
+def _caption(entry: Entry) -> str:
+    mark = "✓ " if entry.catalogue.approved else ""
+    return f"{mark}{entry.catalogue.title or entry.record.source_name} · {entry.created[:10]}"
+
+
+class Handlers:
+    """Event handlers: convert between components and the library. Nothing here is stateful."""
+
+    def __init__(self, stylizer: Stylizer, archive: Archive) -> None:
+        self.stylizer = stylizer
+        self.archive = archive
+
+        @spaces.GPU(duration=GPU_SECONDS)
+        def run_on_device(content, style, strength, preserve_color, max_long_side, seed, progress):
+            return stylizer.stylize(content, style, strength, preserve_color=preserve_color,
+                                    max_long_side=max_long_side, seed=seed, progress=progress)
+
+        @spaces.GPU(duration=60)
+        def render_presets():
+            return render_preset_thumbnails(stylizer, archive.preset_thumbnail_dir)
+
+        self.run_on_device = run_on_device
+        self.render_presets = render_presets
+
+    # Stylize tab
+    @refusals_as_errors
+    def stylize(self, content, style_source, preset, style_image_1=None, style_weight_1=1.0, style_image_2=None,
+                style_weight_2=1.0, style_image_3=None, style_weight_3=1.0, strength=0.8, preserve_color=False,
+                max_long_side=0, contrast=1.0, crop_left=0, crop_top=0, crop_right=0, crop_bottom=0, seed=0,
+                title="", source_id="", rights="", notes="", tags="", approved=False,
+                progress=gr.Progress()):  # noqa: B008
+        path = _file_path(content)
+        if path is None:
+            raise ValueError("upload a scan or photo to stylise first")
+        style = _style_choice(style_source, preset, [style_image_1, style_weight_1, style_image_2, style_weight_2,
+                                                     style_image_3, style_weight_3])
+        settings = _settings(strength, preserve_color, max_long_side, contrast, crop_left, crop_top, crop_right,
+                             crop_bottom, seed)
+        catalogue = Catalogue(title, source_id, rights, notes, parse_tags(tags), bool(approved))
+        progress(0.0, desc="stylising")
+        job = stylize_and_archive(self.stylizer, self.archive, Path(path).read_bytes(), _file_name(content), style,
+                                  settings, catalogue, run=self.run_on_device, progress=GradioProgress(progress))
+        entry = job.entry
+        status = (f"Archived as entry `{entry.id}` ({entry.width}×{entry.height}) · "
+                  f"[permalink](?entry={entry.id}) · the download carries the provenance")
+        return job.comparison(PREVIEW_SIDE), str(self.archive.path(entry.result_file)), entry.to_dict(), status
+
+    def preset_selected(self, event: gr.SelectData):
+        name = list(self.stylizer.presets)[event.index]
+        return name, "preset"
+
+    def preset_attribution(self, name):
+        preset = self.stylizer.presets.get(name)
+        if preset is None:
+            return ""
+        details = " · ".join(part for part in (preset.license, preset.source and f"source: {preset.source}") if part)
+        return f"**{preset.label}**  \n{details}"
+
+    # Batch tab
+    @refusals_as_errors
+    def batch(self, files, style_source, preset, style_image_1=None, style_weight_1=1.0, style_image_2=None,
+              style_weight_2=1.0, style_image_3=None, style_weight_3=1.0, strength=0.8, preserve_color=False,
+              max_long_side=0, contrast=1.0, crop_left=0, crop_top=0, crop_right=0, crop_bottom=0, seed=0,
+              rights="", notes="", tags="", approved=False, progress=gr.Progress()):  # noqa: B008
+        uploads = [(_file_name(file), _file_path(file)) for file in (files or [])]
+        if not uploads:
+            raise ValueError("upload images or a ZIP of images first")
+        style = _style_choice(style_source, preset, [style_image_1, style_weight_1, style_image_2, style_weight_2,
+                                                     style_image_3, style_weight_3])
+        settings = _settings(strength, preserve_color, max_long_side, contrast, crop_left, crop_top, crop_right,
+                             crop_bottom, seed)
+        catalogue = Catalogue(rights=rights, notes=notes, tags=parse_tags(tags), approved=bool(approved))
+        items, refused = collect_batch(uploads)
+        report = stylize_batch(self.stylizer, self.archive, items, style, settings, catalogue, run=self.run_on_device,
+                               progress=GradioProgress(progress))
+        refused += report.refused
+        lines = [f"**{len(report.entries)} archived, {len(refused)} refused.**"]
+        lines += [f"- {_markdown_text(refusal.name)}: {_markdown_text(refusal.reason)}" for refusal in refused]
+        summary = {"archived": [entry.to_dict() for entry in report.entries],
+                   "refused": [{"name": refusal.name, "reason": refusal.reason} for refusal in refused]}
+        gallery = [(str(self.archive.path(entry.thumbnail_file)), _caption(entry)) for entry in report.entries]
+        return "\n".join(lines), summary, gallery
+
+    # Archive tab
+    @refusals_as_errors
+    def search_gallery(self, text, tag, style, date_from, date_to, approved):
+        entries = self.archive.search(text or "", tag=tag or "", style=style or "", date_from=date_from or None,
+                                      date_to=date_to or None, approved=_approved_filter(approved))
+        gallery = [(str(self.archive.path(entry.thumbnail_file)), _caption(entry)) for entry in entries]
+        choices = [(f"{entry.catalogue.title or entry.record.source_name} ({entry.id})", entry.id) for entry in entries]
+        count = f"{len(entries)} {'entry' if len(entries) == 1 else 'entries'}"
+        return gallery, [entry.id for entry in entries], count, gr.Dropdown(choices=choices)
+
+    @refusals_as_errors
+    def entry_selected(self, ids, event: gr.SelectData):
+        return self.detail(ids[event.index])
+
+    def detail(self, entry_id):
+        """The entry view's components for one entry (hidden when `entry_id` is None)."""
+        if entry_id is None:
+            return (gr.Group(visible=False), "", None, None, None, "", "", "", "", "", False, None, None,
+                    gr.Row(visible=False))
+        entry = self.archive.get(entry_id)
+        catalogue = entry.catalogue
+        header = (f"### {_markdown_text(catalogue.title or entry.record.source_name)}\n"
+                  f"Entry `{entry.id}` · {entry.created} · {entry.width}×{entry.height} · "
+                  f"[permalink](?entry={entry.id})")
+        return (gr.Group(visible=True), header, str(self.archive.path(entry.thumbnail_file)),
+                str(self.archive.path(entry.result_file)), str(self.archive.path(entry.original_file)),
+                catalogue.title, catalogue.source_id, catalogue.rights, catalogue.notes, ", ".join(catalogue.tags),
+                catalogue.approved, entry.to_dict(), entry.id, gr.Row(visible=False))
+
+    @refusals_as_errors
+    def save_entry(self, entry_id, title, source_id, rights, notes, tags, approved):
+        if entry_id is None:
+            raise ValueError("select an entry first")
+        self.archive.update(entry_id, title=title, source_id=source_id, rights=rights, notes=notes,
+                            tags=parse_tags(tags), approved=bool(approved))
+        gr.Info("Saved.")
+        return self.detail(entry_id)
+
+    @refusals_as_errors
+    def delete_selected(self, entry_id):
+        if entry_id is None:
+            raise ValueError("select an entry first")
+        removed = self.archive.delete(entry_id)
+        gr.Info(f"Deleted entry {entry_id} ({len(removed)} files removed).")
+        return self.detail(None)
+
+    @refusals_as_errors
+    def export(self, entry_ids, include_originals, include_unapproved, base_url, request: gr.Request):
+        """ZIP of the given entries (all approved ones when none are given), with Dublin Core CSV and IIIF manifest."""
+        destination = self.archive.new_export_path()
+        if not base_url:
+            headers = request.headers
+            host = headers.get("x-forwarded-host") or headers.get("host", "localhost")
+            base_url = f"{headers.get('x-forwarded-proto', 'http')}://{host}/iiif/{destination.stem}/"
+        self.archive.export_zip(destination, base_url=base_url, entry_ids=list(entry_ids or []),
+                                include_originals=bool(include_originals),
+                                include_unapproved=bool(include_unapproved))
+        return str(destination)
+
+    def page_load(self, request: gr.Request):
+        """The archive gallery, and the entry of a permalink (?entry=<id>) in the Archive tab."""
+        entry_id = request.query_params.get("entry")
+        detail = self.detail(None)
+        if entry_id:
+            try:
+                detail = self.detail(entry_id)
+            except ArchiveError as error:
+                gr.Warning(str(error))
+        return (*self.search_gallery("", "", "", "", "", "any"), *detail,
+                gr.Tabs(selected="archive" if entry_id else "stylize"))
+
+    def preset_gallery(self):
+        """Preset thumbnails, rendered by the model on first use and cached in the archive."""
+        paths = self.render_presets()
+        return [(str(paths[name]), preset.label) for name, preset in self.stylizer.presets.items()]
+
+    # API-only endpoints (gr.api): typed, JSON in and out
+    @refusals_as_errors
+    def api_search(self, text: str = "", tag: str = "", style: str = "", date_from: str = "", date_to: str = "",
+                   approved: str = "any", limit: int = 100) -> list[dict]:
+        """Search the archive, newest first. approved: 'any', 'yes' or 'no'; dates: YYYY-MM-DD (inclusive)."""
+        entries = self.archive.search(text, tag=tag, style=style, date_from=date_from or None,
+                                      date_to=date_to or None, approved=_approved_filter(approved), limit=limit)
+        return [entry.to_dict() for entry in entries]
+
+    @refusals_as_errors
+    def api_entry_get(self, entry_id: str) -> dict:
+        """One archive entry: catalogue fields, files and the provenance record."""
+        return self.archive.get(entry_id).to_dict()
+
+    @refusals_as_errors
+    def api_entry_update(self, entry_id: str, title: str | None = None, source_id: str | None = None,
+                         rights: str | None = None, notes: str | None = None, tags: str | None = None,
+                         approved: bool | None = None) -> dict:
+        """Change catalogue fields; fields left out (None) keep their value. tags: comma-separated."""
+        changes = {"title": title, "source_id": source_id, "rights": rights, "notes": notes,
+                   "tags": None if tags is None else parse_tags(tags), "approved": approved}
+        entry = self.archive.update(entry_id, **{name: value for name, value in changes.items() if value is not None})
+        return entry.to_dict()
+
+    @refusals_as_errors
+    def api_entry_delete(self, entry_id: str, confirm: bool = False) -> dict:
+        """Delete an entry and its files (confirm=True is required)."""
+        if not confirm:
+            raise ValueError("deleting is permanent: call again with confirm=True")
+        return {"deleted": entry_id, "removed_files": self.archive.delete(entry_id)}
+
+    def api_presets(self) -> list[dict]:
+        """The model's presets with attribution."""
+        return [{"name": name, "label": preset.label, "title": preset.title, "artist": preset.artist,
+                 "year": preset.year, "source": preset.source, "license": preset.license}
+                for name, preset in self.stylizer.presets.items()]
+
+
+# -- layout --------------------------------------------------------------------------------------
+def _model_line(stylizer: Stylizer) -> str:
+    info = stylizer.model_info
+    return (f"Model `{info.repo}` at revision `{info.revision}` (weights SHA-256 `{info.weights_sha256[:16]}…`) "
+            f"on {stylizer.device.type} · archive-style GAN {__version__}")
+
+
+def _catalogue_fields(with_title: bool) -> list[gr.components.Component]:
+    fields = []
+    if with_title:
+        fields += [gr.Textbox("", label="Title", max_length=500),
+                   gr.Textbox("", label="Accession number or source identifier", max_length=500)]
+    fields += [gr.Dropdown(RIGHTS_EXAMPLES, value="", allow_custom_value=True, label="Rights statement of the source",
+                           info="A RightsStatements.org or Creative Commons URI, as the source states it"),
+               gr.Textbox("", label="Notes", lines=2),
+               gr.Textbox("", label="Tags", info="comma-separated"),
+               gr.Checkbox(label="Approved for sharing")]
+    return fields
+
+
+def build_demo(stylizer: Stylizer, archive: Archive, *, model_notice: str = "") -> gr.Blocks:
+    handlers = Handlers(stylizer, archive)
+    archive_events = {"concurrency_limit": ARCHIVE_CONCURRENCY, "concurrency_id": "archive"}
+    private = {"api_visibility": "private", **archive_events}
+    with gr.Blocks(title="archive-style GAN", delete_cache=(3600, 3600)) as demo:
+        gr.Markdown("# archive-style GAN\nStyle transfer for digitised archive images. Every result is archived "
+                    "with its untouched original and a record of how it was made.")
+        gr.Markdown(_model_line(stylizer), elem_id="model-info")
+        if model_notice:
+            gr.Markdown(f"⚠️ {model_notice}", elem_id="model-notice")
+        with gr.Tabs(selected="stylize") as tabs:
+            with gr.Tab("Stylize", id="stylize"), gr.Row():
+                with gr.Column():
+                    content = gr.Image(label="Scan or photo (drop, paste or click)", type="filepath",
+                                       image_mode=None, sources=["upload", "clipboard"], elem_id="content-image")
+                    style_source = gr.Radio([("Preset", "preset"), ("My style images", "images")], value="preset",
+                                            label="Style from", elem_id="style-source")
+                    preset_gallery = gr.Gallery(label="Presets (rendered by the model)", columns=6, height=280,
+                                                allow_preview=False, object_fit="cover", elem_id="preset-gallery")
+                    preset = gr.Dropdown(list(stylizer.presets), value=next(iter(stylizer.presets), None),
+                                         label="Preset", elem_id="preset")
+                    attribution = gr.Markdown(handlers.preset_attribution(preset.value))
+                    with gr.Accordion("My style images (blended by weight)", open=False):
+                        style_inputs = []
+                        for number in range(1, MAX_STYLE_IMAGES + 1):
+                            with gr.Row():
+                                image = gr.Image(label=f"Style image {number}", type="filepath", image_mode=None,
+                                                 sources=["upload", "clipboard"], height=160,
+                                                 elem_id=f"style-image-{number}")
+                                weight = gr.Slider(0, 1, value=1, step=0.05, label="Weight")
+                            style_inputs += [image, weight]
+                            image.upload(lambda: "images", None, style_source, **private)
+                    strength = gr.Slider(0, 1, value=0.8, step=0.05, label="Style strength", elem_id="strength")
+                    preserve_color = gr.Checkbox(label="Keep the original's colours")
+                    max_long_side = gr.Dropdown(OUTPUT_SIZES, value=0, label="Output size")
+                    with gr.Accordion("Post-processing", open=False):
+                        contrast = gr.Slider(0, 2, value=1, step=0.05, label="Contrast (1 = unchanged)")
+                        crops = [gr.Slider(0, 45, value=0, step=1, label=f"Crop {side} (%)")
+                                 for side in ("left", "top", "right", "bottom")]
+                        seed = gr.Number(0, precision=0, minimum=0, label="Seed (recorded)")
+                    with gr.Accordion("Catalogue record", open=True):
+                        catalogue = _catalogue_fields(with_title=True)
+                    run = gr.Button("Stylize and archive", variant="primary", elem_id="stylize-button")
+                with gr.Column():
+                    comparison = gr.ImageSlider(label="Before / after", type="pil", elem_id="comparison")
+                    result_file = gr.File(label="Full-resolution result (PNG with embedded provenance)",
+                                          elem_id="result-file")
+                    status = gr.Markdown(label="Status", elem_id="stylize-status")
+                    result_entry = gr.JSON(label="Archive entry", open=False)
+            with gr.Tab("Batch", id="batch"):
+                gr.Markdown("Several images, or ZIPs of images, with the style and settings of the Stylize tab. "
+                            "Each result is archived, titled by its file name.")
+                batch_files = gr.File(file_count="multiple", file_types=["image", ".zip"], label="Images or ZIPs",
+                                      elem_id="batch-files")
+                batch_catalogue = _catalogue_fields(with_title=False)
+                batch_run = gr.Button("Stylize batch", variant="primary")
+                batch_summary = gr.Markdown(label="Summary")
+                batch_report = gr.JSON(label="Report", open=False)
+                batch_gallery = gr.Gallery(label="Archived", columns=6, allow_preview=False, fit_columns=False)
+            with gr.Tab("Archive", id="archive"):
+                with gr.Row():
+                    search_text = gr.Textbox("", label="Search", placeholder="title, identifier, notes, tags…",
+                                             elem_id="search-text", scale=3)
+                    search_tag = gr.Textbox("", label="Tag")
+                    search_style = gr.Textbox("", label="Style", placeholder="e.g. hokusai")
+                    date_from = gr.Textbox("", label="From", placeholder="YYYY-MM-DD")
+                    date_to = gr.Textbox("", label="To", placeholder="YYYY-MM-DD")
+                    approved_filter = gr.Radio(APPROVED_FILTERS, value="any", label="Approval")
+                search_button = gr.Button("Search")
+                count = gr.Markdown()
+                gallery = gr.Gallery(label="Entries", columns=6, height=420, allow_preview=False, fit_columns=False,
+                                     elem_id="archive-gallery")
+                ids = gr.State([])
+                selected = gr.State(None)
+                with gr.Group(visible=False, elem_id="entry-detail") as detail_group:
+                    detail_header = gr.Markdown(elem_id="entry-header")
+                    with gr.Row():
+                        detail_image = gr.Image(label="Result", interactive=False, height=360)
+                        with gr.Column():
+                            result_download = gr.DownloadButton("Download result (PNG, full resolution)")
+                            original_download = gr.DownloadButton("Download original (as uploaded)")
+                            edit_fields = _catalogue_fields(with_title=True)
+                            with gr.Row():
+                                save = gr.Button("Save changes", variant="primary")
+                                delete = gr.Button("Delete…", variant="stop")
+                            with gr.Row(visible=False) as confirm_row:
+                                gr.Markdown("Delete this entry, its result and thumbnail (and its original unless "
+                                            "another entry uses it)? This cannot be undone.")
+                                confirm = gr.Button("Delete permanently", variant="stop")
+                                cancel = gr.Button("Keep")
+                    provenance = gr.JSON(label="Entry and provenance", open=False, elem_id="entry-json")
+                with gr.Accordion("Export", open=False):
+                    export_ids = gr.Dropdown([], multiselect=True, allow_custom_value=True,
+                                             label="Entries (none: every approved entry)")
+                    include_originals = gr.Checkbox(label="Include originals")
+                    include_unapproved = gr.Checkbox(label="Include entries not approved for sharing")
+                    base_url = gr.Textbox("", label="IIIF base URL",
+                                          info="where the unpacked ZIP will be published (default: this app)")
+                    export_button = gr.Button("Export ZIP")
+                    export_file = gr.File(label="Export")
+
+        settings_inputs = [style_source, preset, *style_inputs, strength, preserve_color, max_long_side, contrast,
+                           *crops, seed]
+        detail_outputs = [detail_group, detail_header, detail_image, result_download, original_download,
+                          *edit_fields, provenance, selected, confirm_row]
+        gallery_outputs = [gallery, ids, count, export_ids]
+        search_inputs = [search_text, search_tag, search_style, date_from, date_to, approved_filter]
+
+        preset_gallery.select(handlers.preset_selected, None, [preset, style_source], **private)
+        preset.change(handlers.preset_attribution, preset, attribution, **private)
+        # Uploads reach the handlers unprocessed so that a bad file gets the library's own message.
+        run.click(handlers.stylize, [content, *settings_inputs, *catalogue],
+                  [comparison, result_file, result_entry, status], api_name="stylize", preprocess=False
+                  ).success(handlers.search_gallery, search_inputs, gallery_outputs, **private)
+        batch_run.click(handlers.batch, [batch_files, *settings_inputs, *batch_catalogue],
+                        [batch_summary, batch_report, batch_gallery], api_name="batch", preprocess=False
+                        ).success(handlers.search_gallery, search_inputs, gallery_outputs, **private)
+        for trigger in (search_button.click, search_text.submit, search_tag.submit, search_style.submit,
+                        date_from.submit, date_to.submit, approved_filter.change):
+            trigger(handlers.search_gallery, search_inputs, gallery_outputs, **private)
+        gallery.select(handlers.entry_selected, ids, detail_outputs, **private)
+        save.click(handlers.save_entry, [selected, *edit_fields], detail_outputs, **private
+                   ).success(handlers.search_gallery, search_inputs, gallery_outputs, **private)
+        delete.click(lambda: gr.Row(visible=True), None, confirm_row, **private)
+        cancel.click(lambda: gr.Row(visible=False), None, confirm_row, **private)
+        confirm.click(handlers.delete_selected, selected, detail_outputs, **private
+                      ).success(handlers.search_gallery, search_inputs, gallery_outputs, **private)
+        export_button.click(handlers.export, [export_ids, include_originals, include_unapproved, base_url],
+                            export_file, api_name="export", **archive_events)
+        demo.load(handlers.page_load, None, [*gallery_outputs, *detail_outputs, tabs],
+                  api_name="page_load", api_visibility="undocumented", **archive_events
+                  ).then(handlers.preset_gallery, None, preset_gallery, **private)
+        gr.api(handlers.api_search, api_name="archive_search", **archive_events)
+        gr.api(handlers.api_entry_get, api_name="entry_get", **archive_events)
+        gr.api(handlers.api_entry_update, api_name="entry_update", **archive_events)
+        gr.api(handlers.api_entry_delete, api_name="entry_delete", **archive_events)
+        gr.api(handlers.api_presets, api_name="presets", **archive_events)
+    # One stylisation at a time per device; everything else says so in its own event.
+    demo.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE)
+    return demo
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own start-up checks, one line per request
+    stylizer, notice = load_stylizer()
+    archive = Archive(archive_dir())
+    log.info("serving %s@%s on %s; archive in %s", stylizer.model_info.repo, stylizer.model_info.revision,
+             stylizer.device, archive.root)
+    build_demo(stylizer, archive, model_notice=notice).launch(**launch_options(archive))
+
+
+if __name__ == "__main__":
+    main()

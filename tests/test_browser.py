@@ -1,0 +1,117 @@
+"""The main path in a real browser: `python app.py` in a subprocess, driven by Debian's chromium."""
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from stylegan.archive import Archive
+
+CHROMIUM = Path("/usr/bin/chromium")
+ROOT = Path(__file__).resolve().parents[1]
+SCREENSHOT = ROOT / "test-artifacts" / "browser.png"
+TITLE = "Letter from the harbour master, 1888"
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow,
+              pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install chromium)")]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def running_app(port: int, archive_dir: Path, log: Path) -> Iterator[str]:
+    """`python app.py` serving on `port`; stopped (and waited for) on exit."""
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1",
+           "ARCHIVE_DIR": str(archive_dir), "OMP_NUM_THREADS": "1"}
+    env.pop("STYLE_MODEL_REPO", None)
+    with open(log, "ab") as output:
+        process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=output,
+                                   stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if process.poll() is not None:
+                raise AssertionError(f"app.py exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                if httpx.get(url, timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"app.py did not serve within 180 s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        yield browser
+        browser.close()
+
+
+def test_stylize_in_the_browser_and_find_the_entry_after_a_restart(browser, tmp_path):
+    scan = tmp_path / "harbour_letter.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray((rng.random((60, 80, 3)) * 255).astype(np.uint8), "RGB").save(scan)
+    archive_dir, log, port = tmp_path / "archive", tmp_path / "app.log", free_port()
+    page = browser.new_page(viewport={"width": 1400, "height": 1600})
+    outside = []
+    page.on("request", lambda request: outside.append(request.url)
+            if not request.url.startswith((f"http://127.0.0.1:{port}", "data:", "blob:")) else None)
+
+    with running_app(port, archive_dir, log) as url:
+        page.goto(url)
+        page.locator("#content-image input[type=file]").set_input_files(str(scan))
+        page.wait_for_selector("#content-image img", timeout=30_000)
+        page.locator("#strength input[type=range]").fill("0.35")
+        assert page.locator("#strength input[type=number]").input_value() == "0.35"
+        page.get_by_label("Title").first.fill(TITLE)
+        page.locator("#stylize-button").click()
+        page.wait_for_selector("#comparison img", timeout=180_000)
+        page.wait_for_selector("#preset-gallery img", timeout=180_000)  # thumbnails the model rendered
+        status = page.locator("#stylize-status").inner_text(timeout=30_000)
+        entry_id = re.search(r"entry ([0-9a-f]{16})", status).group(1)
+        page.get_by_role("tab", name="Archive").click()
+        page.locator("#archive-gallery").get_by_text(TITLE).first.wait_for(timeout=60_000)
+
+    entry = Archive(archive_dir).get(entry_id)
+    assert entry.catalogue.title == TITLE and entry.record.style_strength == 0.35
+    assert entry.record.source_name == scan.name
+
+    with running_app(port, archive_dir, log) as url:  # a new process over the same archive
+        page.goto(f"{url}?entry={entry_id}")  # the permalink opens the entry in the Archive tab
+        header = page.locator("#entry-header")
+        header.get_by_text(TITLE).wait_for(timeout=60_000)
+        assert entry_id in header.inner_text()
+        page.locator("#archive-gallery").get_by_text(TITLE).first.wait_for(timeout=30_000)
+        SCREENSHOT.parent.mkdir(exist_ok=True)
+        page.screenshot(path=str(SCREENSHOT), full_page=True)
+    assert outside == []  # no web fonts, analytics or CDNs: the page works offline
