@@ -97,15 +97,28 @@ class Generator(nn.Module, PyTorchModelHubMixin,
         self.style_encoder = nn.Sequential(
             nn.Linear(config.style_statistics_dim, config.style_hidden_dim), nn.ReLU(),
             nn.Linear(config.style_hidden_dim, config.style_dim))
+        # Standardisation of the style statistics (set from the training styles): the styles'
+        # shared component would otherwise swamp the differences between them.
+        self.register_buffer("style_statistics_mean", torch.zeros(config.style_statistics_dim))
+        self.register_buffer("style_statistics_std", torch.ones(config.style_statistics_dim))
         self.identity_code = nn.Parameter(torch.zeros(config.style_dim))
         self.to_modulation = nn.Linear(config.style_dim, 2 * sum(self.modulated_channels))
         nn.init.zeros_(self.to_modulation.weight)
         nn.init.zeros_(self.to_modulation.bias)
 
     # -- style codes -------------------------------------------------------------------------
+    def standardize_style(self, statistics: Tensor) -> Tensor:
+        """Statistics from `style_statistics` -> zero mean, unit variance over the training styles."""
+        return (statistics - self.style_statistics_mean) / self.style_statistics_std
+
+    def set_style_standardization(self, statistics: Tensor) -> None:
+        """Fit the standardisation to (N, style_statistics_dim) statistics of the training styles."""
+        self.style_statistics_mean.copy_(statistics.mean(0))
+        self.style_statistics_std.copy_(statistics.std(0).clamp_min(1e-3))
+
     def encode_style(self, statistics: Tensor) -> Tensor:
         """(B, style_statistics_dim) from `style_statistics` -> (B, style_dim) style codes."""
-        return self.style_encoder(statistics)
+        return self.style_encoder(self.standardize_style(statistics))
 
     def blend(self, style_code: Tensor, strength: float | Tensor) -> Tensor:
         """Code at `strength` ∈ [0, 1] between the identity code (0) and `style_code` (1)."""

@@ -24,7 +24,7 @@ from PIL import Image
 from torch import Tensor
 
 from .features import VGG19Features
-from .generator import Generator, NormStats, style_statistics
+from .generator import MIN_SIDE, Generator, NormStats, style_statistics
 from .images import pad_to_multiple, preserve_colors, resize_long_side, to_pil, to_tensor
 from .optimize import OPTIMIZE_STYLE_LONG_SIDE, optimize_stylize
 from .presets import PRESET_CODES_FILE, PRESET_INFO_FILE, Preset, load_presets
@@ -213,12 +213,13 @@ class Stylizer:
 
     def _run(self, pixels: Tensor, code: Tensor, stats: NormStats | None) -> Tensor:
         height, width = pixels.shape[-2:]
-        padded = pad_to_multiple(pixels, 4).to(self.device, self.dtype)
+        padded = pad_to_multiple(pixels, 4, min_size=MIN_SIDE).to(self.device, self.dtype)
         output = self.generator(padded, code, stats)
         return output[..., :height, :width].float().cpu()
 
     def _measure_stats(self, pixels: Tensor, code: Tensor) -> NormStats:
-        small = pad_to_multiple(resize_long_side(pixels, min(self.stats_long_side, max(pixels.shape[-2:]))), 4)
+        small = resize_long_side(pixels, min(self.stats_long_side, max(pixels.shape[-2:])))
+        small = pad_to_multiple(small, 4, min_size=MIN_SIDE)
         return self.generator.measure_norm_stats(small.to(self.device, self.dtype), code)
 
     def _tiled(self, pixels: Tensor, code: Tensor, stats: NormStats, tile_size: int,

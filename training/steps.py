@@ -29,8 +29,12 @@ def autocast(config: TrainConfig, device: torch.device):
     return nullcontext()
 
 
+def unwrap(generator: nn.Module) -> nn.Module:
+    return getattr(generator, "module", generator)  # DDP wraps; encode/blend are plain methods
+
+
 def stylize_batch(generator: nn.Module, batch: Batch) -> Tensor:
-    module = getattr(generator, "module", generator)  # DDP wraps; encode/blend are plain methods
+    module = unwrap(generator)
     code = module.blend(module.encode_style(batch.style_statistics), batch.strength)
     return generator(batch.content, code)
 
@@ -42,7 +46,8 @@ def discriminator_step(generator: nn.Module, discriminator: nn.Module, optimizer
     styled = batch.strength > 0
     with torch.no_grad(), autocast(config, batch.content.device):
         fake = stylize_batch(generator, batch)[styled].float()
-    real, statistics = batch.style_crops[styled], batch.style_statistics[styled]
+    real = batch.style_crops[styled]
+    statistics = unwrap(generator).standardize_style(batch.style_statistics[styled])
     with autocast(config, batch.content.device):
         real_logits = discriminator(real, statistics).float()
         fake_logits = discriminator(fake, statistics).float()
@@ -56,8 +61,8 @@ def discriminator_step(generator: nn.Module, discriminator: nn.Module, optimizer
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
-    result["d_real"] = float(real_logits.mean())
-    result["d_fake"] = float(fake_logits.mean())
+    result["d_real"] = real_logits.mean().item()
+    result["d_fake"] = fake_logits.mean().item()
     return result
 
 
@@ -78,7 +83,8 @@ def generator_step(generator: nn.Module, discriminator: nn.Module, vgg: VGG19Fea
             style = losses.style_loss({name: features[name][styled] for name in config.style_layers},
                                       {name: batch.target_grams[name][styled] for name in config.style_layers},
                                       config.style_layer_weights)
-            adversarial = g_loss_fn(discriminator(stylized[styled], batch.style_statistics[styled]).float())
+            conditioning = unwrap(generator).standardize_style(batch.style_statistics[styled])
+            adversarial = g_loss_fn(discriminator(stylized[styled], conditioning).float())
         total = losses.total_generator_loss(config.adversarial_weight * adversarial, content, style,
                                             config.content_weight, config.style_weight)
         result = {"content": float(content), "style": float(style), "g_adv": float(adversarial)}

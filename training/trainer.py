@@ -163,6 +163,8 @@ def train(config: TrainConfig, content_dir: Path, style_dir: Path, run_dir: Path
     contents = read_folder(content_dir, round(config.content_long_side * (1 + config.scale_jitter)), train_paths)
     styles = read_folder(style_dir, config.style_long_side)
     bank = build_style_bank(styles, vgg, config, torch.Generator().manual_seed(config.seed + 2), device)
+    for model in (generator_model, ema):
+        model.set_style_standardization(torch.cat([bank.view_statistics.flatten(0, 1), bank.full_statistics]))
     probes = reports.ProbeSet.build(probe_paths, bank, config)
 
     modules = {"generator": generator_model, "discriminator": discriminator_model, "generator_ema": ema}
