@@ -8,8 +8,10 @@ instance norm after the encoder. Style strength interpolates codes between a lea
 identity code (trained to reproduce the content) and the style's code, so intermediate
 strengths blend normalisation statistics, not pixels.
 
-The output is a change of the content in logit space, `sigmoid(logit(content) + residual)`,
-which keeps the content's detail available at every strength.
+The output is the content in logit space, through a style-dependent 3×3 colour transform,
+plus a decoded residual: `sigmoid(A·logit(content) + b + residual)`. The skip keeps the
+content's detail available at every strength; the colour transform lets a style recolour the
+whole image (a grayscale engraving, a sepia print) without fighting that skip.
 """
 from __future__ import annotations
 
@@ -103,8 +105,10 @@ class Generator(nn.Module, PyTorchModelHubMixin,
         self.register_buffer("style_statistics_std", torch.ones(config.style_statistics_dim))
         self.identity_code = nn.Parameter(torch.zeros(config.style_dim))
         self.to_modulation = nn.Linear(config.style_dim, 2 * sum(self.modulated_channels))
-        nn.init.zeros_(self.to_modulation.weight)
-        nn.init.zeros_(self.to_modulation.bias)
+        self.to_color = nn.Linear(config.style_dim, 12)  # 3×3 matrix (as a change from I) + bias
+        for layer in (self.to_modulation, self.to_color):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
 
     # -- style codes -------------------------------------------------------------------------
     def standardize_style(self, statistics: Tensor) -> Tensor:
@@ -181,5 +185,7 @@ class Generator(nn.Module, PyTorchModelHubMixin,
         for conv in self.decoder:
             x = F.interpolate(x, scale_factor=2.0, mode="nearest")
             x = F.relu(modulate(conv(x)))
-        residual = self.to_residual(x)
-        return torch.sigmoid(torch.logit(content.clamp(1e-3, 1 - 1e-3)) + residual)
+        color = self.to_color(code)
+        matrix = color[:, :9].view(-1, 3, 3) + torch.eye(3, dtype=color.dtype, device=color.device)
+        skip = torch.einsum("bij,bjhw->bihw", matrix, torch.logit(content.clamp(1e-3, 1 - 1e-3)))
+        return torch.sigmoid(skip + color[:, 9:, None, None] + self.to_residual(x))
