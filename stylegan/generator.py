@@ -185,7 +185,8 @@ class Generator(nn.Module, PyTorchModelHubMixin,
         for conv in self.decoder:
             x = F.interpolate(x, scale_factor=2.0, mode="nearest")
             x = F.relu(modulate(conv(x)))
-        color = self.to_color(code)
+        # Bounded (tanh) so a style can recolour but never saturate the image: |ΔA| < 1, |b| < 2.
+        color = torch.tanh(self.to_color(code))
         matrix = color[:, :9].view(-1, 3, 3) + torch.eye(3, dtype=color.dtype, device=color.device)
         skip = torch.einsum("bij,bjhw->bihw", matrix, torch.logit(content.clamp(1e-3, 1 - 1e-3)))
-        return torch.sigmoid(skip + color[:, 9:, None, None] + self.to_residual(x))
+        return torch.sigmoid(skip + 2 * color[:, 9:, None, None] + self.to_residual(x))
