@@ -23,6 +23,7 @@ os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 
 import gradio as gr
 import spaces
+from gradio.utils import get_upload_folder, is_in_or_equal
 from huggingface_hub.errors import LocalEntryNotFoundError
 
 from stylegan import __version__
@@ -107,10 +108,16 @@ def refusals_as_errors(function):
 
 
 def _file_path(value) -> str | None:
-    """An upload as the handler receives it: a path (API) or Gradio's file dict (UI, unprocessed)."""
+    """An upload as the handler receives it: a path (API) or Gradio's file dict (UI, unprocessed).
+
+    Only a file in Gradio's upload folder is accepted: with preprocessing off, Gradio checks a file
+    dict only when it carries `meta`, so without this a client could name any file on the server."""
     if value is None or value == "":
         return None
-    return value["path"] if isinstance(value, dict) else str(value)
+    path = Path(value["path"] if isinstance(value, dict) else str(value))
+    if not is_in_or_equal(path, get_upload_folder()):
+        raise ValueError(f"{path.name}: not a file uploaded to this app")
+    return str(path)
 
 
 def _file_name(value) -> str:

@@ -8,12 +8,12 @@ Layout under one root directory (nothing else is written there):
     thumbnails/<id>.jpg             entry thumbnails
     thumbnails/presets/             model-rendered preset thumbnails (see `thumbnails.py`)
     exports/                        ZIP exports, kept for an hour
-    tmp/                            files being written or deleted
+    tmp/                            files being written
 
 Files are written to tmp/ and renamed into place inside the transaction that records them;
-deleted files are renamed into tmp/ inside the transaction that forgets them and only
-unlinked after it commits. A crash therefore leaves at most unreferenced files, which
-`sweep_orphans` (run whenever an archive is opened) removes. An original shared by several
+a deleted entry's row is forgotten first and its files unlinked after that has committed. A
+crash therefore leaves at most unreferenced files, which `sweep_orphans` (run whenever an
+archive is opened) removes, never an entry without its files. An original shared by several
 entries stays until the last of them is deleted.
 
 How a result was made (style, strength, settings, seed, model) is its `ProvenanceRecord`,
@@ -306,27 +306,22 @@ class Archive:
     def delete(self, entry_id: str) -> list[str]:
         """Forget an entry and remove its files (its original only if no other entry shares it).
 
-        Returns the removed files, relative to the root."""
-        moved: list[tuple[Path, Path]] = []
-        try:
-            with self._transaction() as connection:
-                entry = self._get(connection, entry_id)
-                connection.execute("DELETE FROM entries WHERE id = ?", (entry_id,))
-                shared = connection.execute("SELECT 1 FROM entries WHERE original_file = ? LIMIT 1",
-                                            (entry.original_file,)).fetchone()
-                files = [entry.result_file, entry.thumbnail_file] + ([] if shared else [entry.original_file])
-                for relative in files:
-                    if self.path(relative).exists():
-                        trash = self._temporary_path()
-                        os.replace(self.path(relative), trash)
-                        moved.append((self.path(relative), trash))
-        except BaseException:
-            for final, trash in moved:
-                os.replace(trash, final)
-            raise
-        for _, trash in moved:
-            trash.unlink()
-        return [final.relative_to(self.root).as_posix() for final, _ in moved]
+        The row goes first, in a transaction of its own; the files go after it has committed, so a
+        crash in between leaves unreferenced files (swept at the next open), never an entry
+        without its files. Returns the removed files, relative to the root."""
+        with self._transaction() as connection:
+            entry = self._get(connection, entry_id)
+            connection.execute("DELETE FROM entries WHERE id = ?", (entry_id,))
+        removed: list[str] = []
+        # Under the write lock again: no `add` can record the original between the check and the unlink.
+        with self._transaction() as connection:
+            shared = connection.execute("SELECT 1 FROM entries WHERE original_file = ? LIMIT 1",
+                                        (entry.original_file,)).fetchone()
+            for relative in [entry.result_file, entry.thumbnail_file] + ([] if shared else [entry.original_file]):
+                if self.path(relative).exists():
+                    self.path(relative).unlink()
+                    removed.append(relative)
+        return removed
 
     def search(self, text: str = "", *, tag: str = "", style: str = "", date_from: str | date | None = None,
                date_to: str | date | None = None, approved: bool | None = None,

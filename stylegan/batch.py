@@ -8,16 +8,27 @@ refused is reported with the reason; decoding (non-images) is checked by the cal
 """
 from __future__ import annotations
 
+import lzma
 import os
 import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+
+from .images import MAX_FILE_BYTES
 
 MAX_BATCH_FILES = 100
 MAX_BATCH_BYTES = 2 * 1024**3  # total uncompressed size of a batch's ZIP members
 MAX_COMPRESSION_RATIO = 100  # deflate reaches ~1000:1 only on degenerate (bomb-like) data
 RATIO_CHECK_MIN_BYTES = 1024**2  # small members may compress well legitimately
+# What `zipfile` raises on a corrupt, truncated or unsupported archive, its own and its decompressors'.
+ZIP_ERRORS = (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError, ValueError, zlib.error,
+              lzma.LZMAError)
+
+
+class UnreadableMember(ValueError):
+    """A ZIP member that cannot be read (corrupt, truncated, encrypted or compressed unsupportedly)."""
 
 
 @dataclass(frozen=True)
@@ -29,8 +40,11 @@ class BatchItem:
     def read(self) -> bytes:
         if self.member is None:
             return self.path.read_bytes()
-        with zipfile.ZipFile(self.path) as archive:
-            return archive.read(self.member)
+        try:
+            with zipfile.ZipFile(self.path) as archive:
+                return archive.read(self.member)
+        except ZIP_ERRORS as error:
+            raise UnreadableMember(f"cannot be read from the ZIP ({type(error).__name__}: {error})") from error
 
 
 @dataclass(frozen=True)
@@ -75,8 +89,8 @@ def _zip_members(name: str, path: Path) -> tuple[list[BatchItem], list[Refusal],
     try:
         with zipfile.ZipFile(path) as archive:
             infos = archive.infolist()
-    except (zipfile.BadZipFile, OSError) as error:
-        return [], [Refusal(name, f"not a readable ZIP archive ({error})")], 0
+    except ZIP_ERRORS as error:
+        return [], [Refusal(name, f"not a readable ZIP archive ({type(error).__name__}: {error})")], 0
     for info in infos:
         if info.is_dir():
             continue
@@ -99,6 +113,8 @@ def _member_problem(info: zipfile.ZipInfo) -> str | None:
         return "encrypted ZIP member"
     if name.lower().endswith(".zip"):
         return "ZIP inside a ZIP: nested archives are not expanded"
+    if info.file_size > MAX_FILE_BYTES:  # refused before anything is read into memory
+        return f"{info.file_size:,} bytes uncompressed, over the limit of {MAX_FILE_BYTES:,} bytes per file"
     if info.file_size >= RATIO_CHECK_MIN_BYTES and info.file_size > MAX_COMPRESSION_RATIO * max(info.compress_size, 1):
         return (f"compression ratio {info.file_size // max(info.compress_size, 1):,}:1 is over "
                 f"{MAX_COMPRESSION_RATIO}:1 (possible zip bomb)")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePath
@@ -18,7 +17,7 @@ from pathlib import PurePath
 from PIL import Image
 
 from .archive import Archive, ArchiveError, Catalogue, Entry
-from .batch import BatchItem, Refusal
+from .batch import BatchItem, Refusal, UnreadableMember
 from .images import ImageError, open_image
 from .inference import ProgressCallback, Style, Stylizer
 from .postprocess import PostProcess
@@ -158,7 +157,7 @@ def stylize_batch(stylizer: Stylizer, archive: Archive, items: Sequence[BatchIte
         try:
             job = stylize_and_archive(stylizer, archive, item.read(), PurePath(item.name).name, style, settings,
                                       item_catalogue, run=run, progress=item_progress)
-        except (ImageError, ArchiveError, OSError, zipfile.BadZipFile) as error:
+        except (ImageError, ArchiveError, UnreadableMember, OSError) as error:
             refused.append(Refusal(item.name, str(error)))
             continue
         entries.append(job.entry)
