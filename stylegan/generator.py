@@ -112,13 +112,17 @@ class Generator(nn.Module, PyTorchModelHubMixin,
 
     # -- style codes -------------------------------------------------------------------------
     def standardize_style(self, statistics: Tensor) -> Tensor:
-        """Statistics from `style_statistics` -> zero mean, unit variance over the training styles."""
-        return (statistics - self.style_statistics_mean) / self.style_statistics_std
+        """Statistics from `style_statistics` -> z-scores over the training styles, clipped to ±5
+        so an unusual (unseen) style image cannot push the code far outside what was trained."""
+        return ((statistics - self.style_statistics_mean) / self.style_statistics_std).clamp(-5, 5)
 
     def set_style_standardization(self, statistics: Tensor) -> None:
-        """Fit the standardisation to (N, style_statistics_dim) statistics of the training styles."""
+        """Fit the standardisation to (N, style_statistics_dim) statistics of the training styles.
+
+        The std floor (0.1 in log1p units) keeps near-constant channels (e.g. ReLUs that are
+        almost never active) from turning tiny differences into huge z-scores."""
         self.style_statistics_mean.copy_(statistics.mean(0))
-        self.style_statistics_std.copy_(statistics.std(0).clamp_min(1e-3))
+        self.style_statistics_std.copy_(statistics.std(0).clamp_min(0.1))
 
     def encode_style(self, statistics: Tensor) -> Tensor:
         """(B, style_statistics_dim) from `style_statistics` -> (B, style_dim) style codes."""
@@ -185,8 +189,8 @@ class Generator(nn.Module, PyTorchModelHubMixin,
         for conv in self.decoder:
             x = F.interpolate(x, scale_factor=2.0, mode="nearest")
             x = F.relu(modulate(conv(x)))
-        # Bounded (tanh) so a style can recolour but never saturate the image: |ΔA| < 1, |b| < 2.
+        # Bounded (tanh) so a style can recolour but never invert or saturate: |ΔA| < ½, |b| < 1.
         color = torch.tanh(self.to_color(code))
-        matrix = color[:, :9].view(-1, 3, 3) + torch.eye(3, dtype=color.dtype, device=color.device)
+        matrix = 0.5 * color[:, :9].view(-1, 3, 3) + torch.eye(3, dtype=color.dtype, device=color.device)
         skip = torch.einsum("bij,bjhw->bihw", matrix, torch.logit(content.clamp(1e-3, 1 - 1e-3)))
-        return torch.sigmoid(skip + 2 * color[:, 9:, None, None] + self.to_residual(x))
+        return torch.sigmoid(skip + color[:, 9:, None, None] + self.to_residual(x))
