@@ -92,6 +92,9 @@ def _zip_members(name: str, path: Path) -> tuple[list[BatchItem], list[Refusal],
     except ZIP_ERRORS as error:
         return [], [Refusal(name, f"not a readable ZIP archive ({type(error).__name__}: {error})")], 0
     for info in infos:
+        if not info.filename:  # zipfile's is_dir() itself fails on an empty name
+            refused.append(Refusal(f"{name}/<unnamed>", "a ZIP member without a file name"))
+            continue
         if info.is_dir():
             continue
         label = f"{name}/{info.filename}"

@@ -400,3 +400,13 @@ def test_fuzzed_zips_give_items_or_refusals(tmp_path_factory, data):
             assert isinstance(item.read(), bytes)
         except UnreadableMember as error:
             assert str(error).startswith("cannot be read from the ZIP (")
+
+
+def test_a_zip_member_without_a_name_is_refused(tmp_path: Path) -> None:
+    # Found by the fuzz test: zipfile's own ZipInfo.is_dir() raises IndexError on an empty name.
+    path = tmp_path / "unnamed.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr(zipfile.ZipInfo(""), b"not an image")
+        archive.writestr("ok.txt", b"x")
+    items, refused = collect_batch([("unnamed.zip", path)])
+    assert any("without a file name" in refusal.reason for refusal in refused)
