@@ -202,8 +202,11 @@ class Stylizer:
                        tile_size: int | None = None) -> Tensor:
         """(1, 3, H, W) in [0, 1] on the CPU -> stylised (1, 3, H, W) float32 on the CPU."""
         height, width = pixels.shape[-2:]
-        tile_size = tile_size or self.tile_size
-        if height * width <= self.whole_image_pixels and tile_size >= max(height, width):
+        if tile_size is None:  # whole images up to `whole_image_pixels`, tiles beyond
+            whole, tile_size = height * width <= self.whole_image_pixels, self.tile_size
+        else:
+            whole = tile_size >= max(height, width)
+        if whole:
             result = self._run(pixels, code, None)
             if progress:
                 progress(1.0, "done")
