@@ -11,10 +11,13 @@ median of warm calls after one untimed warm-up call (3 calls when a call takes o
 Methods, all from a decoded PIL image to a PIL image of the content's size:
   ours            Stylizer.stylize(content, style_image, strength=1): the network, tiled above 1 MP;
                   the style code is cached after the warm-up, as it is for presets and repeated styles
+  ours-onnx       the same with Stylizer(..., backend="onnx"): the generator in onnxruntime (CPU); its
+                  one-off export runs first in its own process, into a cache fresh for this benchmark
   peer-arbitrary  StyleTransfer.stylize_with(content, style_image): its arbitrary-style mode (works at
                   384 px, then upscales; it recomputes the style vector on every call)
   peer-style7     StyleTransfer.stylize(content, style=7): its fixed 26-style network at full size
-The one-off cost of a new style (our style code, the peer's style vector) is measured apart.
+The one-off costs of a new style (our style code, the peer's style vector) and of the ONNX export
+are measured apart.
 The peer is told max_size=0 so it returns full-size results like ours (its default caps at 1024).
 On a GPU our model also reports frames per second at 1024² in half precision.
 """
@@ -25,6 +28,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from benchmarks.common import (
@@ -44,7 +48,10 @@ from benchmarks.common import (
 
 DEFAULT_SIZES = "512,1024,2048,4096x4096,10000x600"
 QUICK_SIZES = "64,96x40"
-METHODS = ("ours", "peer-arbitrary", "peer-style7")
+OURS_METHODS = ("ours", "ours-onnx")  # backend="torch", backend="onnx"
+PEER_METHODS = ("peer-arbitrary", "peer-style7")
+METHODS = OURS_METHODS + PEER_METHODS
+ONNX_CACHE_ENV = "ARCHIVE_STYLE_GAN_ONNX_CACHE"  # stylegan.onnx_backend.CACHE_ENV (not imported: no onnx needed here)
 PEER_BUILTIN_STYLE = 7
 GPU_FPS_SIZE = 1024
 
@@ -75,11 +82,12 @@ def worker(args: argparse.Namespace) -> dict[str, object]:
     (style, style_name), = style_images(args.data, 1)
     result: dict[str, object] = {"method": args.worker, "size": [width, height], "content": content_name,
                                  "style": style_name, "threads": args.threads}
-    if args.worker in ("ours", "ours-style-code", "ours-gpu"):
+    if args.worker.startswith("ours"):
         from stylegan import Stylizer
 
         device = "cuda" if args.worker == "ours-gpu" else "cpu"
-        stylizer = Stylizer.from_pretrained(args.model, device=device)
+        backend = "onnx" if args.worker.startswith("ours-onnx") else "torch"
+        stylizer = Stylizer.from_pretrained(args.model, device=device, backend=backend)
         result["model"] = {"repo": stylizer.model_info.repo, "revision": stylizer.model_info.revision}
         synchronize = torch.cuda.synchronize if device == "cuda" else None
         if args.worker == "ours-style-code":
@@ -100,6 +108,14 @@ def worker(args: argparse.Namespace) -> dict[str, object]:
             result.update(dtype=str(stylizer.dtype), gpu=torch.cuda.get_device_name(0),
                           fps_end_to_end=1 / median(times), fps_network=1 / median(network_times),
                           network_times_s=network_times)
+        elif args.worker == "ours-onnx-export":
+            from stylegan.images import to_tensor
+
+            code = stylizer.generator.blend(stylizer.blended_code(style)[None], 1.0)
+            pixels = to_tensor(content)
+            tile_size = max(min(pixels.shape[-2:]) - 4, 256)  # smaller than the image: the tiled graph too
+            times = time_calls(lambda: (stylizer.stylize_tensor(pixels, code),
+                                        stylizer.stylize_tensor(pixels, code, tile_size=tile_size)), 1, warmup=0)
         else:
             result["setup_rss_mb"] = current_rss_mb()
             times = time_calls(lambda: stylizer.stylize(content, style, 1.0), args.repeats)
@@ -122,13 +138,16 @@ def worker(args: argparse.Namespace) -> dict[str, object]:
     return result
 
 
-def run_worker(method: str, size: tuple[int, int], args: argparse.Namespace) -> dict[str, object]:
+def run_worker(method: str, size: tuple[int, int], args: argparse.Namespace,
+               onnx_cache: str | None = None) -> dict[str, object]:
     command = [sys.executable, "-m", "benchmarks.bench_inference", "--worker", method,
                "--size", f"{size[0]}x{size[1]}", "--repeats", str(args.repeats), "--threads", str(args.threads),
                "--data", str(args.data)]
     if args.model:
         command += ["--model", args.model]
     environment = dict(os.environ, OMP_NUM_THREADS=str(args.threads), HF_HUB_DISABLE_TELEMETRY="1")
+    if onnx_cache:
+        environment[ONNX_CACHE_ENV] = onnx_cache
     completed = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=environment, check=False)
     lines = completed.stdout.strip().splitlines()
     if completed.returncode != 0 or not lines:
@@ -141,13 +160,17 @@ def run_worker(method: str, size: tuple[int, int], args: argparse.Namespace) -> 
 
 # -- the parent: run every configuration and report ------------------------------------------------
 def run_all(args: argparse.Namespace) -> dict[str, object]:
-    methods = ["ours"] if args.no_peer else list(METHODS)
+    methods = [m for m in METHODS if not (args.no_peer and m in PEER_METHODS or args.no_onnx and m == "ours-onnx")]
     report: dict[str, object] = {"system": system_info(args.threads), "repeats": args.repeats, "results": []}
     results: list[dict[str, object]] = report["results"]  # type: ignore[assignment]
-    for size in args.sizes:
-        for method in methods:
-            print(f"  {method} at {size_label(size)} ...", file=sys.stderr, flush=True)
-            results.append(run_worker(method, size, args))
+    with tempfile.TemporaryDirectory(prefix="bench-onnx-") as onnx_cache:
+        if "ours-onnx" in methods:
+            print("  ours-onnx: one-off export ...", file=sys.stderr, flush=True)
+            results.append(run_worker("ours-onnx-export", (512, 512), args, onnx_cache))
+        for size in args.sizes:
+            for method in methods:
+                print(f"  {method} at {size_label(size)} ...", file=sys.stderr, flush=True)
+                results.append(run_worker(method, size, args, onnx_cache))
     style_methods = ["ours-style-code"] + ([] if args.no_peer else ["peer-style-vector"])
     for method in style_methods:
         print(f"  {method} ...", file=sys.stderr, flush=True)
@@ -186,12 +209,22 @@ def format_report(report: dict[str, object]) -> str:
     sizes = list(dict.fromkeys(tuple(r["size"]) for r in results if r["method"] in METHODS))
     rows = []
     for size in sizes:
-        ours, arbitrary, builtin = (find(method, size) for method in METHODS)
-        rows.append([size_label(size), time_of(ours), memory_of(ours), time_of(arbitrary), memory_of(arbitrary),
-                     time_of(builtin), memory_of(builtin), ratio(ours, arbitrary), ratio(ours, builtin)])
-    lines.append(markdown_table(["size", "ours s", "ours peak MiB", "peer arbitrary s", "peak MiB",
-                                 f"peer style {PEER_BUILTIN_STYLE} s", "peak MiB",
-                                 "ours / arbitrary", f"ours / style {PEER_BUILTIN_STYLE}"], rows))
+        torch_run, arbitrary, builtin = (find(method, size) for method in ("ours", *PEER_METHODS))
+        for method, backend in zip(OURS_METHODS, ("torch", "onnx")):
+            ours = find(method, size)
+            if ours is None:
+                continue
+            rows.append([size_label(size), backend, time_of(ours), memory_of(ours), time_of(arbitrary),
+                         memory_of(arbitrary), time_of(builtin), memory_of(builtin), ratio(ours, arbitrary),
+                         ratio(ours, builtin), "—" if method == "ours" else ratio(ours, torch_run)])
+    lines.append(markdown_table(["size", "ours backend", "ours s", "ours peak MiB", "peer arbitrary s", "peak MiB",
+                                 f"peer style {PEER_BUILTIN_STYLE} s", "peak MiB", "ours / arbitrary",
+                                 f"ours / style {PEER_BUILTIN_STYLE}", "onnx / torch"], rows))
+    export = find("ours-onnx-export", (512, 512))
+    if export:
+        seconds = time_of(export) if "error" in export else f"{export['median_s']:.1f} s"
+        lines += ["", f"One-off first use of the onnx backend (export of both graphs, cached per weights hash, "
+                      f"plus one whole and one tiled pass at 512²): {seconds}"]
     code, vector = find("ours-style-code", (256, 256)), find("peer-style-vector", (256, 256))
     lines += ["", "One-off cost of a new style image (decoded; median over distinct, uncached styles):", "",
               markdown_table(["", "ours: style code", "peer: style vector", "ours / peer"],
@@ -218,6 +251,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="corpus with content/ (and styles)")
     parser.add_argument("--model", help="our model: Hub repo or folder (default: the bundled model)")
     parser.add_argument("--no-peer", action="store_true", help=f"skip {PEER}")
+    parser.add_argument("--no-onnx", action="store_true", help="skip our onnxruntime backend")
     parser.add_argument("--json", type=Path, help="also write every measurement here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--size", type=parse_size, help=argparse.SUPPRESS)

