@@ -310,3 +310,8 @@ def test_a_hub_model_loads_pinned_to_its_commit(tmp_path):
     assert completed.returncode == 0, completed.stderr
     repo_id, revision, notice = json.loads(completed.stdout.strip().splitlines()[-1])
     assert (repo_id, revision, notice) == ("museum/archive-style", commit.oid, "")
+    # The stand-in is gone: offline, the same pinned model loads from the cache the first run filled.
+    offline = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env={**env, "HF_HUB_OFFLINE": "1"},
+                             capture_output=True, text=True, timeout=300, check=False)
+    assert offline.returncode == 0, offline.stderr
+    assert json.loads(offline.stdout.strip().splitlines()[-1]) == ["museum/archive-style", commit.oid, ""]
