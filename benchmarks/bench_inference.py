@@ -223,8 +223,8 @@ def format_report(report: dict[str, object]) -> str:
     export = find("ours-onnx-export", (512, 512))
     if export:
         seconds = time_of(export) if "error" in export else f"{export['median_s']:.1f} s"
-        lines += ["", f"One-off first use of the onnx backend (export of both graphs, cached per weights hash, "
-                      f"plus one whole and one tiled pass at 512²): {seconds}"]
+        lines += ["", (f"One-off first use of the onnx backend (export of both graphs, cached per weights hash, "
+                       f"plus one whole and one tiled pass at 512²): {seconds}")]
     code, vector = find("ours-style-code", (256, 256)), find("peer-style-vector", (256, 256))
     lines += ["", "One-off cost of a new style image (decoded; median over distinct, uncached styles):", "",
               markdown_table(["", "ours: style code", "peer: style vector", "ours / peer"],

@@ -40,7 +40,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -427,10 +427,10 @@ def format_report(report: dict[str, object]) -> str:
     speed = {name: batch / step_time[name] for name in names}
     ratios = [[f"ours / {name}", f"{speed['ours'] / speed[name]:.2f}× as fast"] for name in names if name != "ours"]
     return "\n".join([
-        f"{device}; torch {system['torch']}; {config['crop_size']}² crops, batch {batch}, "
-        f"{report['contents']} contents, {report['styles']} styles at {config['style_long_side']} px, "
-        f"mixed precision {'on' if config['mixed_precision'] else 'off'}; median of {len(steps['ours'])} step(s) "
-        f"after {report['warmup']} warm-up step(s) per loop, the loops alternating step by step",
+        (f"{device}; torch {system['torch']}; {config['crop_size']}² crops, batch {batch}, "
+         f"{report['contents']} contents, {report['styles']} styles at {config['style_long_side']} px, "
+         f"mixed precision {'on' if config['mixed_precision'] else 'off'}; median of {len(steps['ours'])} step(s) "
+         f"after {report['warmup']} warm-up step(s) per loop, the loops alternating step by step"),
         "",
         markdown_table(["section (seconds per step)"] + [f"{name} {unit}" for name in names for unit in ("s", "%")],
                        rows),
@@ -439,12 +439,12 @@ def format_report(report: dict[str, object]) -> str:
         "",
         markdown_table(["speed ratio", ""], ratios),
         "",
-        f"One-off cost of ours: the style bank (Gram targets and statistics of {report['styles']} styles) took "
-        f"{report['style_bank_seconds']:.1f} s before training.",
-        f"Equality check (2 steps, fixed seed, same VGG19 layout): cached vs recomputed style targets agree to "
-        f"{check['targets']:.1e} (max error / max value), every D and G loss of ours and the straightforward "
-        f"loop to {check['losses']:.1e} (relative); the channels-last layout alone moves them by up to "
-        f"{check['layout']:.1e} (float rounding, compounded over the steps).",
+        (f"One-off cost of ours: the style bank (Gram targets and statistics of {report['styles']} styles) took "
+         f"{report['style_bank_seconds']:.1f} s before training."),
+        (f"Equality check (2 steps, fixed seed, same VGG19 layout): cached vs recomputed style targets agree to "
+         f"{check['targets']:.1e} (max error / max value), every D and G loss of ours and the straightforward "
+         f"loop to {check['losses']:.1e} (relative); the channels-last layout alone moves them by up to "
+         f"{check['layout']:.1e} (float rounding, compounded over the steps)."),
     ])
 
 
@@ -470,7 +470,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.batch_size = args.batch_size or (2 if args.quick else config.batch_size)
     args.steps = args.steps or (2 if args.quick else 3)
     args.max_images = args.max_images or (4 if args.quick else 8)
-    args.overrides = dict(content_long_side=128, style_long_side=128, style_code_views=2) if args.quick else {}
+    args.overrides = {"content_long_side": 128, "style_long_side": 128, "style_code_views": 2} if args.quick else {}
     if args.crop_size % 4 or args.steps < 1 or args.warmup < 0 or args.max_images < 1:
         parser.error("--crop-size must be a multiple of 4, --steps and --max-images ≥ 1, --warmup ≥ 0")
     return args
