@@ -18,6 +18,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--config", default="cpu-small", help=f"a preset {sorted(PRESETS)} or a JSON file")
     parser.add_argument("--steps", type=int, help="override the config's number of steps")
     parser.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    parser.add_argument("--max-minutes", type=float,
+                        help="checkpoint, export and stop after this many minutes (resume later with --resume)")
     parser.add_argument("--sources", type=Path, help="SOURCES.md with style attribution (default: next to --style-dir)")
     parser.add_argument("--push-to-hub", metavar="ORG/NAME", help="upload the exported model to this Hub repo")
     parser.add_argument("--tag", help="tag the pushed revision (e.g. v1)")
@@ -31,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps is not None:
         config.steps = args.steps
     try:
-        result = train(config, args.content_dir, args.style_dir, args.run_dir, resume=args.resume)
+        result = train(config, args.content_dir, args.style_dir, args.run_dir, resume=args.resume,
+                       time_limit=None if args.max_minutes is None else 60 * args.max_minutes)
     except NonFiniteLossError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

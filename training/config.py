@@ -26,6 +26,9 @@ class TrainConfig:
     style_long_side: int = 512
     scale_jitter: float = 0.25
     style_code_views: int = 8  # augmented views per style for the code (random crops and scales)
+    # Share of samples whose style is a random mix of two training styles (statistics and Gram
+    # targets interpolated): a continuum of styles between the few training ones, for unseen styles.
+    style_mix_probability: float = 0.0
     # Losses: total = adv·λadv + λc·content + λs·style (+ identity for strength-0 samples, + TV)
     adversarial_loss: str = "lsgan"
     adversarial_weight: float = 1.0

@@ -82,13 +82,25 @@ def sample_batch(contents: Folder, bank: StyleBank, config: TrainConfig, generat
     view_index = torch.randint(bank.view_statistics.shape[1] + 1, (count,), generator=generator)
     statistics = torch.stack([bank.full_statistics[s] if v == bank.view_statistics.shape[1]
                               else bank.view_statistics[s, v] for s, v in zip(style_index, view_index)])
-    style_crops = torch.stack([random_crop(bank.images[s], size, random_scale(config.scale_jitter, generator),
-                                           generator) for s in style_index])
     strength = (torch.rand(count, generator=generator) >= config.identity_probability).float()
     strength[0] = 1.0  # every batch trains the style path
-    return Batch(content.to(device), style_crops.to(device), statistics.to(device),
-                 {name: grams[style_index.to(grams.device)] for name, grams in bank.target_grams.items()},
-                 strength.to(device))
+    target_grams = {name: grams[style_index.to(grams.device)] for name, grams in bank.target_grams.items()}
+    if config.style_mix_probability > 0:
+        partner = torch.randint(len(bank.names), (count,), generator=generator)
+        mixed = torch.rand(count, generator=generator) < config.style_mix_probability
+        alpha = torch.rand(count, generator=generator) * mixed
+        statistics = torch.lerp(statistics, bank.full_statistics[partner].to(statistics.device),
+                                alpha[:, None].to(statistics.device))
+        target_grams = {name: torch.lerp(target, bank.target_grams[name][partner.to(target.device)],
+                                         alpha[:, None, None].to(target.device))
+                        for name, target in target_grams.items()}
+        dominant = torch.where(alpha > 0.5, partner, style_index)
+        style_crops = torch.stack([random_crop(bank.images[s], size, random_scale(config.scale_jitter, generator),
+                                               generator) for s in dominant])
+    else:
+        style_crops = torch.stack([random_crop(bank.images[s], size, random_scale(config.scale_jitter, generator),
+                                               generator) for s in style_index])
+    return Batch(content.to(device), style_crops.to(device), statistics.to(device), target_grams, strength.to(device))
 
 
 def prepare_loss_network(vgg: VGG19Features, device: torch.device) -> VGG19Features:
@@ -136,6 +148,15 @@ def _gather_rng(state: Tensor, world_size: int) -> list[Tensor]:
     return gathered
 
 
+def _all_agree(flag: bool, world_size: int, device: torch.device) -> bool:
+    """True on every rank if any rank says True (clocks differ between processes)."""
+    if world_size == 1:
+        return flag
+    value = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
 @dataclass
 class TrainResult:
     step: int
@@ -148,7 +169,9 @@ class TrainResult:
 
 def train(config: TrainConfig, content_dir: Path, style_dir: Path, run_dir: Path, *, resume: bool = False,
           vgg: VGG19Features | None = None, device: torch.device | None = None,
-          progress: bool = True) -> TrainResult:
+          progress: bool = True, time_limit: float | None = None) -> TrainResult:
+    """Train until `config.steps`, or until `time_limit` seconds of this call have passed (then
+    checkpoint and stop, so `--resume` continues). Returns the EMA generator and what export needs."""
     rank, world_size = _distributed()
     if device is None:
         device = torch.device(f"cuda:{rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu")
@@ -169,6 +192,9 @@ def train(config: TrainConfig, content_dir: Path, style_dir: Path, run_dir: Path
     train_paths = [p for p in all_contents if p not in set(probe_paths)]
     contents = read_folder(content_dir, round(config.content_long_side * (1 + config.scale_jitter)), train_paths)
     styles = read_folder(style_dir, config.style_long_side)
+    if device.type == "cuda":  # crops and flips then run on the GPU instead of starving it
+        contents.images = [image.to(device) for image in contents.images]
+        styles.images = [image.to(device) for image in styles.images]
     bank = build_style_bank(styles, vgg, config, torch.Generator().manual_seed(config.seed + 2), device)
     for model in (generator_model, ema):
         model.set_style_standardization(torch.cat([bank.view_statistics.flatten(0, 1), bank.full_statistics]))
@@ -239,8 +265,16 @@ def train(config: TrainConfig, content_dir: Path, style_dir: Path, run_dir: Path
             bar.set_postfix({k: f"{result[k]:.3g}" for k in ("d_loss", "g_adv", "content", "style")}
                             | {"img/s": f"{images_per_second:.2f}"})
         bar.update(1)
-        if step % config.checkpoint_every == 0 or step == config.steps:
+        out_of_time = time_limit is not None and step % config.log_every == 0 and _all_agree(
+            time.perf_counter() - started > time_limit, world_size, device)
+        if step % config.checkpoint_every == 0 or step == config.steps or out_of_time:
             save(step)
+        if out_of_time:
+            if is_writer:
+                probes.render(ema, run_dir / "samples" / f"step-{step:07d}.png", device)
+                reports.plot_losses(metrics_path, run_dir / "losses.png")
+                print(f"time limit of {time_limit:g} s reached at step {step}; checkpoint saved (--resume continues)")
+            break
         if is_writer and (step % config.sample_every == 0 or step == config.steps):
             probes.render(ema, run_dir / "samples" / f"step-{step:07d}.png", device)
             reports.plot_losses(metrics_path, run_dir / "losses.png")
