@@ -194,6 +194,44 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(image_folders,
     assert list_checkpoints(run_dir)[-1].name == "step-0000004"
 
 
+def test_time_limit_stops_with_a_checkpoint_and_resume_continues(image_folders, vgg, tmp_path):
+    config = tiny(steps=1000, log_every=1, checkpoint_every=1000)
+    stopped = run_training(config, image_folders, tmp_path, vgg, time_limit=0.0)
+    assert stopped.step == 1  # checked at every log step; the first one is over the limit
+    assert [path.name for path in list_checkpoints(tmp_path)] == ["step-0000001"]
+    resumed = run_training(dataclasses.replace(config, steps=3), image_folders, tmp_path, vgg, resume=True)
+    assert resumed.step == 3
+
+
+def test_init_from_starts_a_new_run_from_an_exported_model(image_folders, vgg, tmp_path):
+    first = run_training(tiny(steps=2), image_folders, tmp_path / "first", vgg)
+    export_dir = tmp_path / "first-export"
+    first.export_generator.save_pretrained(export_dir)
+    exported = Generator.from_pretrained(export_dir, strict=True).state_dict()
+    # Zero steps: the new run's EMA generator is exactly the exported one (standardisation included).
+    started = run_training(tiny(steps=0), image_folders, tmp_path / "second", vgg, init_from=export_dir)
+    for name, value in exported.items():
+        assert torch.equal(started.export_generator.state_dict()[name], value), name
+    fresh = run_training(tiny(steps=0), image_folders, tmp_path / "fresh", vgg)
+    assert not torch.equal(fresh.export_generator.to_modulation.weight, exported["to_modulation.weight"])
+
+
+def test_style_mixing_interpolates_statistics_and_gram_targets(data):
+    contents, bank = data
+    plain = sample_batch(contents, bank, tiny(batch_size=64), torch.Generator().manual_seed(3), CPU)
+    mixed = sample_batch(contents, bank, tiny(batch_size=64, style_mix_probability=1.0),
+                         torch.Generator().manual_seed(3), CPU)
+    assert torch.equal(mixed.content, plain.content)  # the same draws up to the style choice
+    corners = torch.cat([bank.full_statistics, bank.view_statistics.flatten(0, 1)])
+    off_bank = [not torch.isclose(row, corners).all(1).any() for row in mixed.style_statistics]
+    assert sum(off_bank) > 32  # mixes, not the training styles' own statistics
+    for name, grams in mixed.target_grams.items():
+        low = bank.target_grams[name].amin(0) - 1e-4
+        high = bank.target_grams[name].amax(0) + 1e-4
+        assert ((grams >= low) & (grams <= high)).all(), name  # convex combinations stay in the box
+    assert not torch.equal(mixed.target_grams["relu1_1"], plain.target_grams["relu1_1"])
+
+
 @pytest.mark.slow
 def test_torchrun_two_processes_train_together_and_only_rank_0_writes(image_folders, tmp_path):
     config_file = tmp_path / "tiny.json"

@@ -18,6 +18,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--config", default="cpu-small", help=f"a preset {sorted(PRESETS)} or a JSON file")
     parser.add_argument("--steps", type=int, help="override the config's number of steps")
     parser.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    parser.add_argument("--init-from", type=Path, metavar="MODEL_DIR",
+                        help="start from an exported model's generator weights (fine-tuning)")
     parser.add_argument("--max-minutes", type=float,
                         help="checkpoint, export and stop after this many minutes (resume later with --resume)")
     parser.add_argument("--sources", type=Path, help="SOURCES.md with style attribution (default: next to --style-dir)")
@@ -34,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         config.steps = args.steps
     try:
         result = train(config, args.content_dir, args.style_dir, args.run_dir, resume=args.resume,
-                       time_limit=None if args.max_minutes is None else 60 * args.max_minutes)
+                       time_limit=None if args.max_minutes is None else 60 * args.max_minutes,
+                       init_from=args.init_from)
     except NonFiniteLossError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -100,17 +100,18 @@ def generator_step(generator: nn.Module, discriminator: nn.Module, vgg: VGG19Fea
             adversarial = g_loss_fn(discriminator(stylized[styled], conditioning).float())
         total = losses.total_generator_loss(config.adversarial_weight * adversarial, content, style,
                                             config.content_weight, config.style_weight)
-        result = {"content": float(content), "style": float(style), "g_adv": float(adversarial)}
+        result = {"content": content.detach().item(), "style": style.detach().item(),
+                  "g_adv": adversarial.detach().item()}
         if (~styled).any():
             identity = F.mse_loss(stylized[~styled].float(), batch.content[~styled])
             total = total + config.identity_weight * identity
-            result["identity"] = float(identity)
+            result["identity"] = identity.detach().item()
         if config.tv_weight:
             total = total + config.tv_weight * losses.total_variation_loss(stylized.float())
     optimizer.zero_grad(set_to_none=True)
     total.backward()
     optimizer.step()
-    result["g_total"] = float(total)
+    result["g_total"] = total.detach().item()
     return result
 
 

@@ -169,9 +169,13 @@ class TrainResult:
 
 def train(config: TrainConfig, content_dir: Path, style_dir: Path, run_dir: Path, *, resume: bool = False,
           vgg: VGG19Features | None = None, device: torch.device | None = None,
-          progress: bool = True, time_limit: float | None = None) -> TrainResult:
+          progress: bool = True, time_limit: float | None = None,
+          init_from: Path | None = None) -> TrainResult:
     """Train until `config.steps`, or until `time_limit` seconds of this call have passed (then
-    checkpoint and stop, so `--resume` continues). Returns the EMA generator and what export needs."""
+    checkpoint and stop, so `--resume` continues). Returns the EMA generator and what export needs.
+
+    `init_from`: an exported model folder whose generator weights (style standardisation
+    included) start a new run, for fine-tuning; the discriminator starts fresh."""
     rank, world_size = _distributed()
     if device is None:
         device = torch.device(f"cuda:{rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu")
@@ -198,6 +202,10 @@ def train(config: TrainConfig, content_dir: Path, style_dir: Path, run_dir: Path
     bank = build_style_bank(styles, vgg, config, torch.Generator().manual_seed(config.seed + 2), device)
     for model in (generator_model, ema):
         model.set_style_standardization(torch.cat([bank.view_statistics.flatten(0, 1), bank.full_statistics]))
+    if init_from is not None and not (resume and list_checkpoints(run_dir)):
+        pretrained = Generator.from_pretrained(init_from, strict=True).state_dict()
+        for model in (generator_model, ema):
+            model.load_state_dict(pretrained, strict=True)
     probes = reports.ProbeSet.build(probe_paths, bank, config)
 
     modules = {"generator": generator_model, "discriminator": discriminator_model, "generator_ema": ema}

