@@ -33,7 +33,7 @@ from training.trainer import NonFiniteLossError, build_style_bank, sample_batch,
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CPU = torch.device("cpu")
 EXPORT_FILES = {"config.json", "model.safetensors", "presets.json", "presets.safetensors", "README.md",
-                "sample_grid.png", "losses.png"}
+                "sample_grid.png", "losses.png", "training.json"}
 
 
 def tiny(**changes) -> TrainConfig:
@@ -203,10 +203,10 @@ def test_time_limit_stops_with_a_checkpoint_and_resume_continues(image_folders, 
     assert resumed.step == 3
 
 
-def test_init_from_starts_a_new_run_from_an_exported_model(image_folders, vgg, tmp_path):
-    first = run_training(tiny(steps=2), image_folders, tmp_path / "first", vgg)
-    export_dir = tmp_path / "first-export"
-    first.export_generator.save_pretrained(export_dir)
+def test_init_from_starts_a_new_run_from_an_exported_model_and_the_card_says_so(image_folders, vgg, tmp_path):
+    config = tiny(steps=2)
+    first = run_training(config, image_folders, tmp_path / "first", vgg)
+    export_dir = export_model(first, config, tmp_path / "first")
     exported = Generator.from_pretrained(export_dir, strict=True).state_dict()
     # Zero steps: the new run's EMA generator is exactly the exported one (standardisation included).
     started = run_training(tiny(steps=0), image_folders, tmp_path / "second", vgg, init_from=export_dir)
@@ -214,6 +214,14 @@ def test_init_from_starts_a_new_run_from_an_exported_model(image_folders, vgg, t
         assert torch.equal(started.export_generator.state_dict()[name], value), name
     fresh = run_training(tiny(steps=0), image_folders, tmp_path / "fresh", vgg)
     assert not torch.equal(fresh.export_generator.to_modulation.weight, exported["to_modulation.weight"])
+
+    second_export = export_model(started, tiny(steps=0), tmp_path / "second")
+    record = json.loads((second_export / "training.json").read_text())
+    assert record["steps"] == 0 and record["initialized_from"]["steps"] == 2
+    assert record["initialized_from"]["device"].startswith("CPU")
+    card = (second_export / "README.md").read_text()
+    assert f"Started from `{export_dir.name}`: 2 steps on 32-px crops, batch 2" in card
+    assert "Trained from scratch" in (export_dir / "README.md").read_text()
 
 
 def test_style_mixing_interpolates_statistics_and_gram_targets(data):

@@ -1,6 +1,7 @@
 """Export the EMA generator the Hugging Face way: config.json, model.safetensors, presets, card."""
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -10,6 +11,7 @@ import torch
 from stylegan.presets import Preset, save_presets
 
 from .config import TrainConfig
+from .trainer import TRAINING_RECORD_FILE
 
 if TYPE_CHECKING:
     from .trainer import TrainResult
@@ -48,6 +50,10 @@ def export_model(result: "TrainResult", config: TrainConfig, run_dir: Path, *, s
         codes = generator.encode_style(bank.full_statistics.cpu())
     presets = [attribution.get(name, Preset(name=name, title=name.replace("_", " ").title())) for name in bank.names]
     save_presets(out_dir, presets, {name: code for name, code in zip(bank.names, codes)})
+    record = {"steps": result.step, "wall_seconds": round(result.wall_seconds, 1), "device": result.device,
+              "crop_size": config.crop_size, "batch_size": config.batch_size,
+              "initialized_from": result.initialized_from}
+    (out_dir / TRAINING_RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
     from .model_card import write_model_card
     write_model_card(out_dir, result, config, run_dir, presets)
     return out_dir

@@ -58,6 +58,8 @@ def write_model_card(out_dir: Path, result: TrainResult, config: TrainConfig, ru
         content_note=_content_note(result),
         num_skipped=len(result.skipped),
         wall_time=format_duration(result.wall_seconds),
+        device=result.device,
+        lineage=lineage_note(result.initialized_from),
         adversarial_loss=config.adversarial_loss,
         num_parameters=f"{sum(p.numel() for p in generator.parameters()):,}",
         config_json=config.to_json(),
@@ -141,6 +143,20 @@ def format_duration(seconds: float) -> str:
         return f"{seconds:.1f} s"
     minutes = round(seconds / 60)
     return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
+
+
+def lineage_note(initialized_from: dict | None) -> str:
+    """One line per earlier run this model continues (fine-tuning chain), newest first."""
+    lines, record = [], initialized_from
+    while record:
+        if "steps" in record:
+            lines.append(f"- Started from `{Path(record['model']).name}`: {record['steps']} steps on "
+                         f"{record.get('crop_size', '?')}-px crops, batch {record.get('batch_size', '?')}, "
+                         f"{format_duration(record.get('wall_seconds', 0.0))} on {record.get('device', 'an unrecorded device')}.")
+        else:
+            lines.append(f"- Started from `{Path(record['model']).name}` (no training record).")
+        record = record.get("initialized_from")
+    return "\n".join(lines) if lines else "- Trained from scratch (random initialisation)."
 
 
 def _content_note(result: TrainResult) -> str:

@@ -65,7 +65,7 @@ def discriminator_step(generator: nn.Module, discriminator: nn.Module, optimizer
             penalty = losses.gradient_penalty(lambda images: discriminator(images, statistics),
                                               real, fake, generator=rng)
             loss = loss + config.gradient_penalty_weight * penalty
-            result["gradient_penalty"] = float(penalty)
+            result["gradient_penalty"] = penalty.detach().item()
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()

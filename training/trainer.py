@@ -165,6 +165,8 @@ class TrainResult:
     probe_contents: list[Path]
     wall_seconds: float
     skipped: list[str]
+    device: str = "cpu"
+    initialized_from: dict | None = None  # the `training.json` of the model that `init_from` named
 
 
 def train(config: TrainConfig, content_dir: Path, style_dir: Path, run_dir: Path, *, resume: bool = False,
@@ -202,10 +204,13 @@ def train(config: TrainConfig, content_dir: Path, style_dir: Path, run_dir: Path
     bank = build_style_bank(styles, vgg, config, torch.Generator().manual_seed(config.seed + 2), device)
     for model in (generator_model, ema):
         model.set_style_standardization(torch.cat([bank.view_statistics.flatten(0, 1), bank.full_statistics]))
-    if init_from is not None and not (resume and list_checkpoints(run_dir)):
-        pretrained = Generator.from_pretrained(init_from, strict=True).state_dict()
-        for model in (generator_model, ema):
-            model.load_state_dict(pretrained, strict=True)
+    initialized_from = None
+    if init_from is not None:
+        initialized_from = read_training_record(Path(init_from))
+        if not (resume and list_checkpoints(run_dir)):
+            pretrained = Generator.from_pretrained(init_from, strict=True).state_dict()
+            for model in (generator_model, ema):
+                model.load_state_dict(pretrained, strict=True)
     probes = reports.ProbeSet.build(probe_paths, bank, config)
 
     modules = {"generator": generator_model, "discriminator": discriminator_model, "generator_ema": ema}
@@ -288,4 +293,20 @@ def train(config: TrainConfig, content_dir: Path, style_dir: Path, run_dir: Path
             reports.plot_losses(metrics_path, run_dir / "losses.png")
     bar.close()
     wall = wall_before + time.perf_counter() - started
-    return TrainResult(step, ema, bank, probe_paths, wall, contents.skipped + styles.skipped)
+    return TrainResult(step, ema, bank, probe_paths, wall, contents.skipped + styles.skipped,
+                       describe_device(device, world_size), initialized_from)
+
+
+TRAINING_RECORD_FILE = "training.json"
+
+
+def read_training_record(model_dir: Path) -> dict:
+    """What an exported model says about how it was trained (`training.json`), plus where it was read."""
+    path = model_dir / TRAINING_RECORD_FILE
+    record = json.loads(path.read_text()) if path.is_file() else {}
+    return {"model": str(model_dir), **record}
+
+
+def describe_device(device: torch.device, world_size: int = 1) -> str:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    return f"{world_size} × {name}" if world_size > 1 else name
