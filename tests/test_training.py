@@ -376,6 +376,17 @@ def test_export_loads_strictly_with_equal_outputs_and_the_exact_file_set(image_f
     assert evaluated[0]["metrics"] == ["gram_gain", "content_ssim"]
     assert "| gram_gain | 0.2812 |" in evaluated[1] and "| per_style / waves / gram_gain | 0.31 |" in evaluated[1]
     assert "Not evaluated yet" not in evaluated[1]
+    # A `benchmarks.evaluate` report becomes a methods table, its per-pair lists stay out of the card.
+    pair = {"content": "a", "style": "b", "gram_gain": 0.5, "ssim": 0.4}
+    (run_dir / "evaluation.json").write_text(json.dumps({
+        "system": {"cpu": "Test CPU", "threads": 2, "torch": "2.x"}, "metric_side": 512,
+        "methods": {"ours": {"gram_gain": 0.4, "ssim": 0.55, "n_pairs": 1, "seconds_per_image": 0.3, "pairs": [pair]},
+                    "peer arbitrary": {"gram_gain": 0.35, "ssim": 0.47, "n_pairs": 1, "seconds_per_image": 0.1,
+                                       "pairs": [pair]}}}))
+    reported = front_matter_and_card(export_model(result, config, run_dir, out_dir=tmp_path / "reported"))
+    assert reported[0]["metrics"] == ["gram_gain", "ssim"]
+    assert "| ours | 0.4 | 0.55 | 1 | 0.3 |" in reported[1] and "| peer arbitrary | 0.35 | 0.47 | 1 | 0.1 |" in reported[1]
+    assert '"content": "a"' not in reported[1] and "Test CPU, 2 thread(s)" in reported[1]
     # Hub dataset ids appear only when given.
     write_model_card(tmp_path / "evaluated", result, config, run_dir, [], datasets=["archive-lab/scans"])
     assert front_matter_and_card(tmp_path / "evaluated")[0]["datasets"] == ["archive-lab/scans"]

@@ -96,10 +96,22 @@ def _flatten(values: dict, prefix: str = "") -> list[tuple[str, object]]:
     return rows
 
 
+REPORT_METRICS = ("gram_gain", "ssim")  # per method in a `python -m benchmarks.evaluate --out` report
+
+
+def _is_evaluate_report(evaluation: dict) -> bool:
+    methods = evaluation.get("methods")
+    return isinstance(methods, dict) and bool(methods) and all(
+        isinstance(result, dict) and set(REPORT_METRICS) <= set(result) for result in methods.values())
+
+
 def _metric_names(evaluation: dict | None) -> list[str]:
-    """Names of the numeric leaves of `evaluation.json` (the last key of each path), in order."""
+    """Names of the numeric leaves of `evaluation.json` (the last key of each path), in order;
+    for a `benchmarks.evaluate` report, its two metrics."""
     if evaluation is None:
         return []
+    if _is_evaluate_report(evaluation):
+        return list(REPORT_METRICS)
     names = [name.rsplit(" / ", 1)[-1] for name, value in _flatten(evaluation)
              if isinstance(value, (int, float)) and not isinstance(value, bool)]
     return list(dict.fromkeys(names))
@@ -130,11 +142,30 @@ def presets_table(presets: list[Preset]) -> str:
 def evaluation_section(evaluation: dict | None) -> str:
     if evaluation is None:
         return f"Not evaluated yet (no `{EVALUATION_FILE}` in the run directory)."
+    if _is_evaluate_report(evaluation):
+        return _evaluate_report_section(evaluation)
     rows = _flatten(evaluation)
     if not rows:
         return f"`{EVALUATION_FILE}` is empty."
     lines = [f"From the run's `{EVALUATION_FILE}`:", "", "| metric | value |", "| --- | --- |"]
     lines += [f"| {_cell(name)} | {_cell(value)} |" for name, value in rows]
+    return "\n".join(lines)
+
+
+def _evaluate_report_section(report: dict) -> str:
+    """The methods table of a `python -m benchmarks.evaluate --out` report, with how it was measured."""
+    system = report.get("system", {})
+    lines = [f"`python -m benchmarks.evaluate` on the held-out evaluation pairs (never trained on), strength 1, "
+             f"metrics at long side {_cell(report.get('metric_side', '?'))}: Gram gain = log10 of the VGG19 "
+             "Gram distance to the style image before (the content) over after (the output), mean over "
+             "relu1_1-relu5_1; SSIM of luminance between output and content. Measured on "
+             f"{_cell(system.get('cpu', '?'))}, {_cell(system.get('threads', '?'))} thread(s), "
+             f"torch {_cell(system.get('torch', '?'))}.", "",
+             "| method | Gram gain ↑ | SSIM (Y) ↑ | pairs | s / image |", "| --- | --- | --- | --- | --- |"]
+    for method, result in report["methods"].items():
+        lines.append("| " + " | ".join(_cell(value) for value in (
+            method, result["gram_gain"], result["ssim"], result.get("n_pairs", "?"),
+            result.get("seconds_per_image", "?"))) + " |")
     return "\n".join(lines)
 
 
