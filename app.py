@@ -14,6 +14,8 @@ import functools
 import logging
 import os
 import re
+import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 
@@ -25,6 +27,7 @@ import gradio as gr
 import spaces
 from gradio.utils import get_upload_folder, is_in_or_equal
 from huggingface_hub.errors import LocalEntryNotFoundError
+from PIL import Image
 
 from stylegan import __version__
 from stylegan.archive import Archive, ArchiveError, Catalogue, Entry, parse_tags
@@ -38,6 +41,7 @@ log = logging.getLogger("archive-style-gan")
 
 MAX_STYLE_IMAGES = 3
 PREVIEW_SIDE = 1600  # px, long side of the before/after comparison
+PREVIEW_MAX_AGE = 3600  # s; Gradio has copied a preview into its cache long before
 MAX_UPLOAD_SIZE = "300mb"
 QUEUE_SIZE = 32
 ARCHIVE_CONCURRENCY = 4  # catalogue reads and edits need not wait behind a long stylisation
@@ -182,6 +186,7 @@ class Handlers:
     def __init__(self, stylizer: Stylizer, archive: Archive) -> None:
         self.stylizer = stylizer
         self.archive = archive
+        self.preview_dir = Path(tempfile.mkdtemp(prefix="archive-style-previews-"))
 
         @spaces.GPU(duration=GPU_SECONDS)
         def run_on_device(content, style, strength, preserve_color, max_long_side, seed, progress):
@@ -216,7 +221,28 @@ class Handlers:
         entry = job.entry
         status = (f"Archived as entry `{entry.id}` ({entry.width}×{entry.height}) · "
                   f"[permalink](?entry={entry.id}) · the download carries the provenance")
-        return job.comparison(PREVIEW_SIDE), str(self.archive.path(entry.result_file)), entry.to_dict(), status
+        return (self.preview_files(job.comparison(PREVIEW_SIDE), entry.id), str(self.archive.path(entry.result_file)),
+                entry.to_dict(), status)
+
+    def preview_files(self, images: tuple[Image.Image, Image.Image], name: str) -> tuple[str, str]:
+        """The before/after previews as files, each written under a temporary name and renamed.
+
+        Returned as PIL images, Gradio would cache each by rewriting one content-addressed file
+        in place: two requests showing the same picture (the same scan stylised twice) truncated
+        it under the other's download (seen once in 160 requests of benchmarks/load_app.py). A
+        returned path is copied into its cache atomically. Old previews are swept here."""
+        cutoff = time.time() - PREVIEW_MAX_AGE
+        for old in self.preview_dir.iterdir():
+            if old.stat().st_mtime < cutoff:
+                old.unlink(missing_ok=True)
+        paths = []
+        for label, image in zip(("before", "after"), images):
+            path = self.preview_dir / f"{name}-{label}.webp"
+            staging = path.with_name(f".{path.name}.tmp")
+            image.save(staging, format="WEBP", quality=90)
+            os.replace(staging, path)
+            paths.append(str(path))
+        return paths[0], paths[1]
 
     def preset_selected(self, event: gr.SelectData):
         name = list(self.stylizer.presets)[event.index]

@@ -262,6 +262,25 @@ def test_files_are_served_from_the_archive_only(served):
         assert httpx.get(f"{url}gradio_api/file={secret}").status_code in (403, 404)
 
 
+def test_previews_are_whole_files_that_a_repeat_never_rewrites_in_place(tmp_path):
+    """Gradio rewrote a returned PIL image's content-addressed cache file in place, truncating it
+    under a concurrent download of the same picture; the app returns atomically written files."""
+    server = app.Handlers(stylizer=None, archive=Archive(tmp_path / "archive"))
+    picture = Image.new("RGB", (40, 30), (200, 120, 40))
+    first = server.preview_files((picture, picture), "entry-1")
+    first_bytes = [Path(path).read_bytes() for path in first]
+    second = server.preview_files((picture, picture), "entry-2")
+    assert set(first).isdisjoint(second)  # a repeat writes new files and leaves the earlier ones alone
+    assert [Path(path).read_bytes() for path in first] == first_bytes
+    for path in (*first, *second):
+        assert Image.open(path).size == (40, 30)
+    assert sorted(p.name for p in server.preview_dir.iterdir()) == sorted(Path(p).name for p in (*first, *second))
+    old = Path(first[0])
+    os.utime(old, (0, 0))  # older than PREVIEW_MAX_AGE: swept by the next write
+    server.preview_files((picture, picture), "entry-3")
+    assert not old.exists() and Path(first[1]).exists()
+
+
 def test_progress_can_cross_into_a_zerogpu_worker():
     # ZeroGPU pickles the device function's arguments into a worker process: no closures allowed.
     progress = ScaledProgress(app.GradioProgress(app.gr.Progress()), 0.5, 0.25, "2/4 scan.tif: ")
