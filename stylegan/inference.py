@@ -32,7 +32,7 @@ from .presets import PRESET_CODES_FILE, PRESET_INFO_FILE, Preset, load_presets
 DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
 BUNDLED_REPO = "bundled"
 WEIGHTS_FILE = "model.safetensors"
-MODEL_FILES = ["config.json", WEIGHTS_FILE, PRESET_CODES_FILE, PRESET_INFO_FILE, "README.md", "*.png"]
+MODEL_FILES = ["config.json", WEIGHTS_FILE, PRESET_CODES_FILE, PRESET_INFO_FILE, "README.md", "training.json", "*.png"]
 
 # A style: a preset name, a style image, or a list of (preset name or image, weight).
 StyleSource = str | Image.Image

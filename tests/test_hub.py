@@ -28,7 +28,7 @@ TOKEN = "hf_stand_in_token"
 REPO = "archive-lab/tiny-style"
 BROKEN_REPO = "archive-lab/missing-key"
 PULLED_FILES = {"config.json", "model.safetensors", "presets.json", "presets.safetensors", "README.md",
-                "sample_grid.png", "losses.png"}
+                "sample_grid.png", "losses.png", "training.json"}
 
 pytestmark = pytest.mark.slow
 

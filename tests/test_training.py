@@ -220,7 +220,7 @@ def test_init_from_starts_a_new_run_from_an_exported_model_and_the_card_says_so(
     assert record["steps"] == 0 and record["initialized_from"]["steps"] == 2
     assert record["initialized_from"]["device"].startswith("CPU")
     card = (second_export / "README.md").read_text()
-    assert f"Started from `{export_dir.name}`: 2 steps on 32-px crops, batch 2" in card
+    assert "Started from `first/export`: 2 steps on 32-px crops, batch 2" in card
     assert "Trained from scratch" in (export_dir / "README.md").read_text()
 
 

@@ -180,12 +180,14 @@ def lineage_note(initialized_from: dict | None) -> str:
     """One line per earlier run this model continues (fine-tuning chain), newest first."""
     lines, record = [], initialized_from
     while record:
+        model = Path(record["model"])  # a folder's name, not the machine's path ("run/export" for exports)
+        label = f"{model.parent.name}/{model.name}" if model.name == "export" else model.name
         if "steps" in record:
-            lines.append(f"- Started from `{Path(record['model']).name}`: {record['steps']} steps on "
+            lines.append(f"- Started from `{label}`: {record['steps']} steps on "
                          f"{record.get('crop_size', '?')}-px crops, batch {record.get('batch_size', '?')}, "
                          f"{format_duration(record.get('wall_seconds', 0.0))} on {record.get('device', 'an unrecorded device')}.")
         else:
-            lines.append(f"- Started from `{Path(record['model']).name}` (no training record).")
+            lines.append(f"- Started from `{label}` (no training record).")
         record = record.get("initialized_from")
     return "\n".join(lines) if lines else "- Trained from scratch (random initialisation)."
 

@@ -292,6 +292,9 @@ def train(config: TrainConfig, content_dir: Path, style_dir: Path, run_dir: Path
             probes.render(ema, run_dir / "samples" / f"step-{step:07d}.png", device)
             reports.plot_losses(metrics_path, run_dir / "losses.png")
     bar.close()
+    final_grid = run_dir / "samples" / f"step-{step:07d}.png"
+    if is_writer and not final_grid.exists():  # e.g. an export from a checkpoint (--resume, no steps left)
+        probes.render(ema, final_grid, device)
     wall = wall_before + time.perf_counter() - started
     return TrainResult(step, ema, bank, probe_paths, wall, contents.skipped + styles.skipped,
                        describe_device(device, world_size), initialized_from)
