@@ -111,7 +111,7 @@ class Stylizer:
     def from_pretrained(cls, repo_or_path: str | os.PathLike | None = None, *, revision: str | None = None,
                         device: torch.device | str | None = None, cache_dir: str | os.PathLike | None = None,
                         local_files_only: bool = False, token: str | bool | None = None,
-                        backend: str = "torch") -> "Stylizer":
+                        backend: str = "torch") -> Stylizer:
         """Load the bundled model (no argument), a local folder, or a Hub repo at a pinned revision.
 
         Weights are read from safetensors only, with strict key checking. `backend="onnx"` runs
@@ -131,7 +131,7 @@ class Stylizer:
 
     @classmethod
     def from_folder(cls, folder: str | os.PathLike, *, repo: str, device: torch.device | str | None = None,
-                    backend: str = "torch") -> "Stylizer":
+                    backend: str = "torch") -> Stylizer:
         folder = Path(folder)
         weights = folder / WEIGHTS_FILE
         if not weights.exists():

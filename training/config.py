@@ -84,7 +84,7 @@ class TrainConfig:
         return json.dumps(dataclasses.asdict(self), indent=2)
 
     @classmethod
-    def from_json(cls, text: str) -> "TrainConfig":
+    def from_json(cls, text: str) -> TrainConfig:
         values = json.loads(text)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(values) - known

@@ -37,7 +37,7 @@ def read_attribution(sources_md: Path) -> dict[str, Preset]:
     return presets
 
 
-def export_model(result: "TrainResult", config: TrainConfig, run_dir: Path, *, sources: Path | None = None,
+def export_model(result: TrainResult, config: TrainConfig, run_dir: Path, *, sources: Path | None = None,
                  out_dir: Path | None = None) -> Path:
     """Write the EMA generator, the training styles as presets and a model card to `run_dir/export`."""
     out_dir = out_dir or run_dir / "export"

@@ -155,12 +155,13 @@ def evaluation_section(evaluation: dict | None) -> str:
 def _evaluate_report_section(report: dict) -> str:
     """The methods table of a `python -m benchmarks.evaluate --out` report, with how it was measured."""
     system = report.get("system", {})
-    lines = [f"`python -m benchmarks.evaluate` on the held-out evaluation pairs (never trained on), strength 1, "
-             f"metrics at long side {_cell(report.get('metric_side', '?'))}: Gram gain = log10 of the VGG19 "
-             "Gram distance to the style image before (the content) over after (the output), mean over "
-             "relu1_1-relu5_1; SSIM of luminance between output and content. Measured on "
-             f"{_cell(system.get('cpu', '?'))}, {_cell(system.get('threads', '?'))} thread(s), "
-             f"torch {_cell(system.get('torch', '?'))}.", "",
+    how = (f"`python -m benchmarks.evaluate` on the held-out evaluation pairs (never trained on), strength 1, "
+           f"metrics at long side {_cell(report.get('metric_side', '?'))}: Gram gain = log10 of the VGG19 "
+           "Gram distance to the style image before (the content) over after (the output), mean over "
+           "relu1_1-relu5_1; SSIM of luminance between output and content. Measured on "
+           f"{_cell(system.get('cpu', '?'))}, {_cell(system.get('threads', '?'))} thread(s), "
+           f"torch {_cell(system.get('torch', '?'))}.")
+    lines = [how, "",
              "| method | Gram gain ↑ | SSIM (Y) ↑ | pairs | s / image |", "| --- | --- | --- | --- | --- |"]
     for method, result in report["methods"].items():
         lines.append("| " + " | ".join(_cell(value) for value in (
