@@ -41,6 +41,7 @@ from benchmarks.common import (
     markdown_table,
     median,
     peak_rss_mb,
+    publish,
     style_images,
     system_info,
     time_calls,
@@ -270,9 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(worker(args)))
         return 0
     report = run_all(args)
-    print(format_report(report))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    publish(format_report(report), report, args.json)
     return 0
 
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import json
 import os
 import statistics
 import sys
@@ -47,7 +46,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from benchmarks.common import DEFAULT_DATA, image_files, markdown_table, synthetic_image, system_info
+from benchmarks.common import DEFAULT_DATA, image_files, markdown_table, publish, synthetic_image, system_info
 from stylegan.discriminator import Discriminator
 from stylegan.features import VGG19Features
 from stylegan.generator import Generator, style_statistics
@@ -479,9 +478,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     report = run(args)
-    print(format_report(report))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    publish(format_report(report), report, args.json)
     return 0
 
 

@@ -1,6 +1,7 @@
 """Helpers shared by the benchmark scripts: data location, test images, timing, memory, tables."""
 from __future__ import annotations
 
+import json
 import math
 import os
 import platform
@@ -159,3 +160,10 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> 
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(" --- " for _ in headers) + "|"]
     lines += ["| " + " | ".join(cell(value) for value in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def publish(table: str, report: dict[str, object], json_path: Path | None) -> None:
+    """Print a benchmark's table; write its whole report as JSON too when asked."""
+    print(table)
+    if json_path:
+        json_path.write_text(json.dumps(report, indent=2) + "\n")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import sys
 import time
@@ -30,7 +29,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from skimage.metrics import structural_similarity
 
-from benchmarks.common import DEFAULT_DATA, PEER, image_files, import_peer, markdown_table, system_info
+from benchmarks.common import DEFAULT_DATA, PEER, image_files, import_peer, markdown_table, publish, system_info
 from stylegan import Stylizer
 from stylegan.features import VGG19Features
 from stylegan.images import resize_long_side, to_tensor
@@ -227,9 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     report = evaluate(args)
-    print(format_report(report))
-    if args.out:
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    publish(format_report(report), report, args.out)
     return 0
 
 
