@@ -92,18 +92,19 @@ def start_app(workdir: Path, port: int) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
-def wait_until_serving(process: subprocess.Popen, url: str, log: Path) -> None:
-    deadline = time.monotonic() + START_SECONDS
+def wait_until_serving(process: subprocess.Popen, url: str, log: Path, seconds: float = START_SECONDS) -> None:
+    """Poll `url` until the app answers 200; RuntimeError with the log's tail if it exits or times out."""
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise SystemExit(f"app.py exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+            raise RuntimeError(f"app.py exited with {process.returncode}:\n{log.read_text()[-3000:]}")
         try:
             if httpx.get(url, timeout=5).status_code == 200:
                 return
         except httpx.TransportError:
             pass
         time.sleep(0.5)
-    raise SystemExit(f"app.py did not serve within {START_SECONDS} s:\n{log.read_text()[-3000:]}")
+    raise RuntimeError(f"app.py did not serve within {seconds:g} s:\n{log.read_text()[-3000:]}")
 
 
 def request(client: Client, endpoint: str, image: Path, preset: str, timeout: float) -> Outcome:

@@ -6,16 +6,15 @@ import re
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 from PIL import Image
 
+from benchmarks.load_app import wait_until_serving
 from stylegan.archive import Archive
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -44,18 +43,7 @@ def running_app(port: int, archive_dir: Path, log: Path) -> Iterator[str]:
                                    stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            if process.poll() is not None:
-                raise AssertionError(f"app.py exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(url, timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"app.py did not serve within 180 s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
+        wait_until_serving(process, url, log, seconds=180)
         yield url
     finally:
         process.terminate()

@@ -94,12 +94,9 @@ def sample_batch(contents: Folder, bank: StyleBank, config: TrainConfig, generat
         target_grams = {name: torch.lerp(target, bank.target_grams[name][partner.to(target.device)],
                                          alpha[:, None, None].to(target.device))
                         for name, target in target_grams.items()}
-        dominant = torch.where(alpha > 0.5, partner, style_index)
-        style_crops = torch.stack([random_crop(bank.images[s], size, random_scale(config.scale_jitter, generator),
-                                               generator) for s in dominant])
-    else:
-        style_crops = torch.stack([random_crop(bank.images[s], size, random_scale(config.scale_jitter, generator),
-                                               generator) for s in style_index])
+        style_index = torch.where(alpha > 0.5, partner, style_index)  # D sees the dominant style's patches
+    style_crops = torch.stack([random_crop(bank.images[s], size, random_scale(config.scale_jitter, generator),
+                                           generator) for s in style_index])
     return Batch(content.to(device), style_crops.to(device), statistics.to(device), target_grams, strength.to(device))
 
 
