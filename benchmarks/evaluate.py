@@ -31,6 +31,7 @@ from skimage.metrics import structural_similarity
 
 from benchmarks.common import DEFAULT_DATA, PEER, image_files, import_peer, markdown_table, publish, system_info
 from stylegan import Stylizer
+from stylegan.inference import DEFAULT_TEXTURE_SIDE
 from stylegan.features import VGG19Features
 from stylegan.images import resize_long_side, to_tensor
 from stylegan.losses import gram_matrix
@@ -130,8 +131,14 @@ def evaluate(args: argparse.Namespace) -> dict[str, object]:
     content_grams = {index: grams(vgg, pixels) for index, pixels in content_pixels.items()}
     style_grams = {index: grams(vgg, metric_pixels(image, args.metric_side)) for index, (_, image) in enumerate(styles)}
 
+    def ours(texture_side: int | None) -> Callable[[Image.Image, Image.Image], Image.Image]:
+        return lambda content, style: stylizer.stylize(content, style, 1.0, texture_side=texture_side)
+
+    sides = [side or None for side in args.texture_side]
     methods: dict[str, tuple[Callable[[Image.Image, Image.Image], Image.Image], list[tuple[int, int]]]] = {
-        "ours": (lambda content, style: stylizer.stylize(content, style, 1.0), pairs)}
+        "ours": (ours(sides[0]), pairs)}
+    for side in sides[1:]:
+        methods[f"ours, texture {side or 'at full resolution'}"] = (ours(side), pairs)
     if not args.no_peer:
         peer = import_peer()(device="cpu", max_size=0, threads=args.threads)
         methods[f"{PEER} arbitrary"] = (lambda content, style: peer.stylize_with(content, style, strength=1.0,
@@ -145,6 +152,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, object]:
                                  "model": {"repo": stylizer.model_info.repo, "revision": stylizer.model_info.revision,
                                            "weights_sha256": stylizer.model_info.weights_sha256},
                                  "metric_side": args.metric_side, "content_side": args.content_side,
+                                 "texture_side": sides[0],
                                  "optimize_steps": args.optimize_steps if args.optimize_pairs else None,
                                  "methods": {}}
     sheets: dict[str, dict[tuple[int, int], Image.Image]] = {}
@@ -209,6 +217,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--optimize-steps", type=int, default=200)
     parser.add_argument("--metric-side", type=int, default=512, help="long side at which metrics are measured")
     parser.add_argument("--content-side", type=int, help="shrink contents to this long side first (quick checks)")
+    parser.add_argument("--texture-side", type=int, nargs="+", default=[DEFAULT_TEXTURE_SIDE],
+                        help="our texture side(s) (0: full resolution); the first is 'ours', others extra rows")
     parser.add_argument("--threads", type=int, help="CPU threads for torch and the peer (default: all)")
     parser.add_argument("--no-peer", action="store_true", help=f"skip {PEER}")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")

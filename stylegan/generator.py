@@ -70,6 +70,25 @@ def _conv(in_channels: int, out_channels: int, kernel_size: int = 3, stride: int
                          nn.Conv2d(in_channels, out_channels, kernel_size, stride))
 
 
+# Nearest 2× upsampling then a 3×3 convolution, as one stride-2 transposed convolution: output row
+# 2i reads input rows i-1 (kernel row 0) and i (rows 1+2); row 2i+1 reads rows i (rows 0+1) and
+# i+1 (row 2). Row k of this matrix says which 3×3 kernel rows sum into the 4-tap kernel's row k.
+_UPSAMPLE_TAPS = ((0, 0, 1), (0, 1, 1), (1, 1, 0), (1, 0, 0))
+
+
+def upsample_conv(x: Tensor, conv: nn.Sequential) -> Tensor:
+    """`conv` (reflection pad 1, 3×3) applied to `x` upsampled 2× (nearest), without the upsampled copy.
+
+    Equal to `conv(F.interpolate(x, scale_factor=2, mode="nearest"))` up to rounding, with 4/9 of
+    the multiply-adds: each output pixel sums 2×2 input pixels, not 3×3 repeated ones. Reflecting
+    the upsampled border equals replicating the input's border.
+    """
+    weight, bias = conv[1].weight, conv[1].bias
+    taps = torch.tensor(_UPSAMPLE_TAPS, dtype=weight.dtype, device=weight.device)
+    kernel = torch.einsum("ku,oiuv,lv->iokl", taps, weight, taps)  # (in, out, 4, 4)
+    return F.conv_transpose2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernel, bias, stride=2, padding=3)
+
+
 def _separable_conv(channels: int) -> nn.Sequential:
     return nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3, groups=channels),
                          nn.Conv2d(channels, channels, 1))
@@ -189,10 +208,15 @@ class Generator(nn.Module, PyTorchModelHubMixin,
             h = F.relu(modulate(next(convs)(x)))
             x = x + modulate(next(convs)(h))
         for conv in self.decoder:
-            x = F.interpolate(x, scale_factor=2.0, mode="nearest")
-            x = F.relu(modulate(conv(x)))
-        # Bounded (tanh) so a style can recolour but never invert or saturate: |ΔA| < ½, |b| < 1.
+            x = F.relu(modulate(upsample_conv(x, conv)))
+        matrix, bias = self.color_transform(code)
+        skip = torch.einsum("bij,bjhw->bihw", matrix, torch.logit(content.clamp(1e-3, 1 - 1e-3)))
+        return torch.sigmoid(skip + bias[:, :, None, None] + self.to_residual(x))
+
+    def color_transform(self, code: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, 3, 3) matrix A and (B, 3) bias b of the style's colour transform, in logit space.
+
+        Bounded (tanh) so a style can recolour but never invert or saturate: |A - I| < ½, |b| < 1."""
         color = torch.tanh(self.to_color(code))
         matrix = 0.5 * color[:, :9].view(-1, 3, 3) + torch.eye(3, dtype=color.dtype, device=color.device)
-        skip = torch.einsum("bij,bjhw->bihw", matrix, torch.logit(content.clamp(1e-3, 1 - 1e-3)))
-        return torch.sigmoid(skip + color[:, 9:, None, None] + self.to_residual(x))
+        return matrix, color[:, 9:]

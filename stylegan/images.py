@@ -18,6 +18,7 @@ Pillow reduces 16-bit colour (RGB) files to 8 bits per channel; only grayscale s
 from __future__ import annotations
 
 import io
+import math
 import os
 import re
 import struct
@@ -323,3 +324,50 @@ def preserve_colors(stylized: Tensor, content: Tensor) -> Tensor:
     luminance = (stylized * weights).sum(1, keepdim=True)
     content_luminance = (content * weights).sum(1, keepdim=True)
     return (content - content_luminance + luminance).clamp(0, 1)
+
+
+def resize_to_area(images: Tensor, side: int) -> Tensor:
+    """Shrink (B, 3, H, W), keeping its aspect, to about side² pixels (antialiased); smaller images pass."""
+    height, width = images.shape[-2:]
+    scale = side / math.sqrt(height * width)
+    if scale >= 1:
+        return images
+    target = (max(1, round(height * scale)), max(1, round(width * scale)))
+    return F.interpolate(images, size=target, mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
+
+
+def _bilinear_rows(source_rows: int, target_rows: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Per target row: the two source rows and the second one's weight (bilinear, half-pixel centres)."""
+    position = ((torch.arange(target_rows, dtype=torch.float64) + 0.5) * (source_rows / target_rows) - 0.5).clamp(min=0)
+    below = position.floor().long().clamp(max=source_rows - 1)
+    above = (below + 1).clamp(max=source_rows - 1)
+    return below, above, (position - below).float()
+
+
+def upscale_with_detail(stylized: Tensor, small_content: Tensor, content: Tensor, *,
+                        color_matrix: Tensor | None = None, band_rows: int = 256) -> Tensor:
+    """Enlarge a result computed on `small_content` (a shrunk `content`) to `content`'s size, and add
+    back the detail that shrinking removed: up(stylized) + M·(content - up(small_content)).
+
+    Edges and fine structure of the original come back at full resolution (no soft upscale); colour
+    and texture come from the stylised result. `color_matrix` M (3×3, default I) recolours the
+    detail as the style recoloured the image (the generator's `color_transform`), so the detail of
+    a colour scan turns grey under a monochrome style. Bands of `band_rows` rows bound the working
+    memory to a few bands beside the (1, 3, H, W) output; the interpolation equals F.interpolate's
+    (bilinear, half-pixel centres).
+    """
+    height, width = content.shape[-2:]
+    # Both low-resolution images, widened to the full width (cheap: few rows), stacked as 6 channels.
+    wide = F.interpolate(torch.cat([stylized, small_content], dim=1), size=(stylized.shape[-2], width),
+                         mode="bilinear", align_corners=False)
+    below, above, weight = _bilinear_rows(stylized.shape[-2], height)
+    output = torch.empty(1, 3, height, width)
+    for top in range(0, height, band_rows):
+        rows = slice(top, min(top + band_rows, height))
+        w = weight[rows].view(1, 1, -1, 1)
+        band = wide[:, :, below[rows]] * (1 - w) + wide[:, :, above[rows]] * w
+        detail = content[:, :, rows] - band[:, 3:]
+        if color_matrix is not None:
+            detail = torch.einsum("ij,bjhw->bihw", color_matrix, detail)
+        output[:, :, rows] = (band[:, :3] + detail).clamp(0, 1)
+    return output

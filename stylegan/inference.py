@@ -4,7 +4,10 @@
     stylizer = Stylizer.from_pretrained("org/name", revision="v1")   # the Hub, strict loading
     result = stylizer.stylize(content, style="hokusai_great_wave_off_kanagawa", strength=0.8)
 
-Images larger than `whole_image_pixels` go through overlapping tiles blended with linear
+The style is painted at about `texture_side`² pixels (default 640²) and enlarged with the
+original's luminance detail restored (`stylegan.images.upscale_with_detail`), so large scans cost
+about one 640² pass. With `texture_side=None` the network runs at full resolution instead: images
+larger than `whole_image_pixels` then go through overlapping tiles blended with linear
 ramps; every tile is normalised with statistics measured once on the whole image
 (downscaled), so tiles agree and no seams show. Memory stays bounded by the tile size.
 """
@@ -25,7 +28,8 @@ from torch import Tensor
 
 from .features import VGG19Features
 from .generator import MIN_SIDE, Generator, NormStats, style_statistics
-from .images import pad_to_multiple, preserve_colors, resize_long_side, to_pil, to_tensor
+from .images import (pad_to_multiple, preserve_colors, resize_long_side, resize_to_area, to_pil, to_tensor,
+                     upscale_with_detail)
 from .optimize import OPTIMIZE_STYLE_LONG_SIDE, optimize_stylize
 from .presets import PRESET_CODES_FILE, PRESET_INFO_FILE, Preset, load_presets
 
@@ -40,6 +44,11 @@ Style = StyleSource | Sequence[tuple[StyleSource, float]]
 ProgressCallback = Callable[[float, str], None]
 STYLIZE_MODES = ("feedforward", "optimize")
 BACKENDS = ("torch", "onnx")  # onnx: onnxruntime on the CPU, see stylegan/onnx_backend.py
+# The style is painted on the image shrunk to about this² pixels, then enlarged with the original's
+# full-resolution detail added back: the texture is sized relative to the picture, not to its pixels,
+# so a 600-dpi and a 300-dpi scan of one print look alike. None paints at the image's own resolution.
+DEFAULT_TEXTURE_SIDE = 640
+MIN_TEXTURE_SIDE = 64
 
 
 @dataclass(frozen=True)
@@ -188,12 +197,14 @@ class Stylizer:
     def stylize(self, content: Image.Image, style: Style, strength: float = 0.8, *, preserve_color: bool = False,
                 seed: int | None = None, max_long_side: int | None = None,
                 progress: ProgressCallback | None = None, mode: str = "feedforward",
-                steps: int = 200) -> Image.Image:
+                steps: int = 200, texture_side: int | None = DEFAULT_TEXTURE_SIDE) -> Image.Image:
         """Stylise `content` (any mode) -> a PIL image of the same size and mode.
 
         `strength` ∈ [0, 1] blends style statistics (0 reproduces the content). `max_long_side`
-        optionally downsizes the result. The network is deterministic; `seed` is accepted so
-        callers can record it, and is used by the optimisation mode.
+        optionally downsizes the result. `texture_side`: paint the style at about that² pixels and
+        restore the full-resolution detail (None: at the image's own resolution, texture in pixels).
+        The network is deterministic; `seed` is accepted so callers can record it, and is used by
+        the optimisation mode.
 
         `mode="optimize"` runs per-image optimisation (`stylegan.optimize`, `steps` loss
         evaluations, minutes on a CPU) instead of the network; it needs style images, not presets.
@@ -202,6 +213,8 @@ class Stylizer:
             raise ValueError(f"strength must be in [0, 1], got {strength}")
         if mode not in STYLIZE_MODES:
             raise ValueError(f"mode must be one of {STYLIZE_MODES}, got {mode!r}")
+        if texture_side is not None and not MIN_TEXTURE_SIDE <= texture_side:
+            raise ValueError(f"texture_side must be at least {MIN_TEXTURE_SIDE} px (or None), got {texture_side}")
         pixels = to_tensor(content)
         if max_long_side is not None and max(pixels.shape[-2:]) > max_long_side:
             pixels = resize_long_side(pixels, max_long_side)
@@ -210,16 +223,29 @@ class Stylizer:
                                       steps=steps, seed=seed, progress=progress)
         else:
             code = self.generator.blend(self.blended_code(style)[None], float(strength)).to(self.dtype)
-            result = self.stylize_tensor(pixels, code, progress=progress)
+            result = self.stylize_tensor(pixels, code, progress=progress, texture_side=texture_side)
         if preserve_color:
             result = preserve_colors(result, pixels)
         output = to_pil(result, like=content)
         return output if output.size == content.size or max_long_side else output.resize(content.size)
 
     def stylize_tensor(self, pixels: Tensor, code: Tensor, *, progress: ProgressCallback | None = None,
-                       tile_size: int | None = None) -> Tensor:
-        """(1, 3, H, W) in [0, 1] on the CPU -> stylised (1, 3, H, W) float32 on the CPU."""
+                       tile_size: int | None = None, texture_side: int | None = None) -> Tensor:
+        """(1, 3, H, W) in [0, 1] on the CPU -> stylised (1, 3, H, W) float32 on the CPU.
+
+        `texture_side`: run the network on the image shrunk to about that² pixels and restore the
+        detail (None: at full resolution, tiled above `whole_image_pixels` or at `tile_size`)."""
         height, width = pixels.shape[-2:]
+        if texture_side is not None and height * width > texture_side ** 2:
+            small = resize_to_area(pixels, texture_side)
+            stylized = self.stylize_tensor(small, code)
+            if progress:
+                progress(0.9, "restoring full-resolution detail")
+            matrix = self.generator.color_transform(code)[0][0].float().cpu()
+            result = upscale_with_detail(stylized, small, pixels, color_matrix=matrix)
+            if progress:
+                progress(1.0, "done")
+            return result
         if tile_size is None:  # whole images up to `whole_image_pixels`, tiles beyond
             whole, tile_size = height * width <= self.whole_image_pixels, self.tile_size
         else:

@@ -24,9 +24,11 @@ from stylegan.images import (
     pad_to_multiple,
     preserve_colors,
     resize_long_side,
+    resize_to_area,
     result_mode,
     to_pil,
     to_tensor,
+    upscale_with_detail,
 )
 from tests.imagegen import (
     animation,
@@ -456,3 +458,42 @@ def test_preserve_colors_takes_luminance_from_the_stylised_image():
     luminance = (result * weights).sum(1, keepdim=True)
     assert torch.allclose(luminance[unclamped], (stylized * weights).sum(1, keepdim=True)[unclamped], atol=1e-6)
     assert torch.equal(stylized, stylized_before) and torch.equal(content, content_before)
+
+
+def test_upscale_with_detail_matches_whole_image_interpolation_in_any_band_size() -> None:
+    torch.manual_seed(0)
+    content = torch.rand(1, 3, 53, 71)
+    small = resize_to_area(content, 24)
+    assert small.shape[-2:] == (21, 28)
+    stylized = torch.rand_like(small)
+    matrix = torch.eye(3) + 0.2 * torch.randn(3, 3)
+    up = torch.nn.functional.interpolate(torch.cat([stylized, small], 1), size=(53, 71), mode="bilinear",
+                                         align_corners=False)
+    expected = (up[:, :3] + torch.einsum("ij,bjhw->bihw", matrix, content - up[:, 3:])).clamp(0, 1)
+    for band_rows in (5, 16, 1000):
+        actual = upscale_with_detail(stylized, small, content, color_matrix=matrix, band_rows=band_rows)
+        torch.testing.assert_close(actual, expected)
+
+
+def test_upscale_with_detail_gives_the_original_back_when_nothing_was_painted() -> None:
+    """Identity stylisation: the shrunk copy enlarged plus the restored detail is the original."""
+    original = torch.rand(1, 3, 90, 60)
+    small = resize_to_area(original, 20)
+    restored = upscale_with_detail(small, small, original, band_rows=32)
+    assert restored.shape == original.shape
+    assert (restored - original).abs().max() < 1e-5
+    soft = torch.nn.functional.interpolate(small, size=(90, 60), mode="bilinear", align_corners=False)
+    assert (soft - original).abs().mean() > 0.1  # a plain enlargement would have lost the detail
+    grey = torch.full((3, 3), 1 / 3)  # a monochrome style's colour transform: the detail turns grey
+    mid = 0.4 + 0.2 * original  # mid-tones, so no clipping at 0 or 1
+    small = resize_to_area(mid, 20)
+    toned = upscale_with_detail(small, small, mid, color_matrix=grey)
+    detail = toned - torch.nn.functional.interpolate(small, size=(90, 60), mode="bilinear", align_corners=False)
+    assert (detail - detail.mean(1, keepdim=True)).abs().max() < 1e-5
+
+
+def test_resize_to_area_keeps_small_images_and_aspect() -> None:
+    image = torch.rand(1, 3, 40, 30)
+    assert resize_to_area(image, 64) is image
+    panorama = resize_to_area(torch.rand(1, 3, 60, 1000), 64)
+    assert panorama.shape[-2:] == (16, 261)  # same area as 64², not a 1000 -> 64 long side

@@ -108,6 +108,33 @@ def test_tiles_agree_with_the_whole_image(tiny_stylizer: Stylizer) -> None:
     assert (tiled - whole).abs().max() < 1e-4
 
 
+def test_texture_side_paints_small_and_keeps_the_originals_detail(bundled: Stylizer) -> None:
+    """A large image painted at 128² at strength 0 comes back with its own full-resolution detail,
+    far closer to the original than an enlarged small pass would be."""
+    lines = np.asarray(gradient_image(600, 400)).copy()
+    lines[::6] = lines[:, ::6] = 20  # a fine dark grid, like engraved hatching or small print
+    content = Image.fromarray(lines)
+    pixels = to_tensor(content)
+    result = bundled.stylize(content, "van_gogh_starry_night", 0.0, texture_side=128)
+    assert result.size == content.size and result.mode == content.mode
+    small = to_tensor(bundled.stylize(content.resize((157, 104), Image.Resampling.BILINEAR), "van_gogh_starry_night", 0.0))
+    soft = torch.nn.functional.interpolate(small, size=(400, 600), mode="bilinear", align_corners=False)
+    error = float((to_tensor(result) - pixels).abs().mean())
+    assert error < 0.04
+    assert error < 0.5 * float((soft - pixels).abs().mean())
+    styled = to_tensor(bundled.stylize(content, "van_gogh_starry_night", 1.0, texture_side=128))
+    assert float((styled - pixels).abs().mean()) > 2 * error
+
+
+def test_texture_side_changes_only_images_larger_than_it(tiny_stylizer: Stylizer) -> None:
+    content = gradient_image(120, 90)
+    native = np.asarray(tiny_stylizer.stylize(content, "waves", 1.0, texture_side=None))
+    assert np.array_equal(np.asarray(tiny_stylizer.stylize(content, "waves", 1.0, texture_side=128)), native)
+    assert not np.array_equal(np.asarray(tiny_stylizer.stylize(content, "waves", 1.0, texture_side=64)), native)
+    with pytest.raises(ValueError, match="texture_side"):
+        tiny_stylizer.stylize(content, "waves", texture_side=8)
+
+
 def test_max_long_side_downsizes(tiny_stylizer: Stylizer) -> None:
     assert tiny_stylizer.stylize(gradient_image(200, 100), "waves", max_long_side=50).size == (50, 25)
 
@@ -124,8 +151,9 @@ def test_concurrent_calls_from_threads_agree(tiny_stylizer: Stylizer) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("size", [(4096, 4096), (10000, 600)])
 def test_large_scans_tile_with_bounded_memory(size: tuple[int, int]) -> None:
-    """The bundled model on a 4096² scan and a 10000×600 panorama, in a fresh process: full size
-    out, no seams (tiles equal a whole-image pass that uses the same statistics), peak RSS bounded."""
+    """The bundled model on a 4096² scan and a 10000×600 panorama, in a fresh process, painted at the
+    default texture side and at full resolution (tiled): full size out, no seams (tiles equal a
+    whole-image pass that uses the same statistics), peak RSS bounded."""
     script = textwrap.dedent(f"""
         import resource, sys, numpy as np, torch
         from PIL import Image
@@ -135,8 +163,9 @@ def test_large_scans_tile_with_bounded_memory(size: tuple[int, int]) -> None:
         from test_inference import gradient_image
         stylizer = Stylizer.from_pretrained(device="cpu")
         content = gradient_image(*{size})
-        result = stylizer.stylize(content, "hokusai_great_wave_off_kanagawa", 0.8)
-        assert result.size == content.size and result.mode == content.mode
+        for texture_side in (640, None):
+            result = stylizer.stylize(content, "hokusai_great_wave_off_kanagawa", 0.8, texture_side=texture_side)
+            assert result.size == content.size and result.mode == content.mode
         peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
         # Seams: compare a strip across a tile border with a whole-image pass using the same stats.
         pixels = to_tensor(content)[..., :600, :1200]

@@ -8,7 +8,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from stylegan.discriminator import Discriminator, DiscriminatorConfig
-from stylegan.generator import Generator, GeneratorConfig
+import torch.nn.functional as F
+
+from stylegan.generator import Generator, GeneratorConfig, upsample_conv
 
 TINY = GeneratorConfig(encoder_channels=(4, 8, 8), num_residual_blocks=2, style_dim=8, style_hidden_dim=16)
 
@@ -63,6 +65,17 @@ def test_strength_blends_codes_linearly() -> None:
     assert torch.allclose(generator.blend(code, 0.0), generator.identity_code)
     assert torch.allclose(generator.blend(code, 1.0), code)
     assert torch.allclose(generator.blend(code, 0.25), 0.75 * generator.identity_code + 0.25 * code)
+
+
+@pytest.mark.parametrize("size", [(8, 8), (5, 11)])
+def test_upsample_conv_equals_nearest_upsampling_then_the_convolution(size: tuple[int, int]) -> None:
+    torch.manual_seed(0)
+    conv = torch.nn.Sequential(torch.nn.ReflectionPad2d(1), torch.nn.Conv2d(6, 4, 3))
+    x = torch.randn(2, 6, *size)
+    expected = conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+    actual = upsample_conv(x, conv)
+    assert actual.shape == expected.shape == (2, 4, 2 * size[0], 2 * size[1])
+    torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_fixed_norm_stats_reproduce_per_image_normalisation() -> None:
