@@ -32,7 +32,7 @@ from PIL import Image
 from stylegan import __version__
 from stylegan.archive import Archive, ArchiveError, Catalogue, Entry, parse_tags
 from stylegan.batch import collect_batch
-from stylegan.inference import Stylizer
+from stylegan.inference import DEFAULT_TEXTURE_SIDE, Stylizer
 from stylegan.jobs import Settings, StyleChoice, StyleImage, stylize_and_archive, stylize_batch
 from stylegan.postprocess import PostProcess
 from stylegan.thumbnails import render_preset_thumbnails
@@ -48,6 +48,8 @@ ARCHIVE_CONCURRENCY = 4  # catalogue reads and edits need not wait behind a long
 GPU_SECONDS = 120  # ZeroGPU allowance for one stylisation
 OUTPUT_SIZES = [("Full resolution", 0), ("4096 px long side", 4096), ("2048 px long side", 2048),
                 ("1024 px long side", 1024), ("512 px long side", 512)]
+TEXTURE_SIDES = [("Fine (painted at 1024² px)", 1024), ("Standard (640² px)", DEFAULT_TEXTURE_SIDE),
+                 ("Coarse (384² px)", 384), ("At full resolution (texture in pixels; slow on large scans)", 0)]
 APPROVED_FILTERS = [("Any", "any"), ("Approved for sharing", "yes"), ("Not approved", "no")]
 RIGHTS_EXAMPLES = ["http://rightsstatements.org/vocab/NoC-US/1.0/", "http://rightsstatements.org/vocab/InC/1.0/",
                    "http://rightsstatements.org/vocab/UND/1.0/", "http://rightsstatements.org/vocab/CNE/1.0/",
@@ -146,10 +148,10 @@ def _style_choice(style_source, preset, images_and_weights) -> StyleChoice:
 
 
 def _settings(strength, preserve_color, max_long_side, contrast, crop_left, crop_top, crop_right, crop_bottom,
-              seed) -> Settings:
+              seed, texture_side=DEFAULT_TEXTURE_SIDE) -> Settings:
     crop = tuple(float(percent) / 100.0 for percent in (crop_left, crop_top, crop_right, crop_bottom))
     return Settings(strength=float(strength), preserve_color=bool(preserve_color),
-                    max_long_side=int(max_long_side) or None,
+                    max_long_side=int(max_long_side) or None, texture_side=int(texture_side or 0) or None,
                     post=PostProcess(contrast=float(contrast), crop=crop), seed=int(seed or 0))
 
 
@@ -189,9 +191,10 @@ class Handlers:
         self.preview_dir = Path(tempfile.mkdtemp(prefix="archive-style-previews-"))
 
         @spaces.GPU(duration=GPU_SECONDS)
-        def run_on_device(content, style, strength, preserve_color, max_long_side, seed, progress):
+        def run_on_device(content, style, strength, preserve_color, max_long_side, texture_side, seed, progress):
             return stylizer.stylize(content, style, strength, preserve_color=preserve_color,
-                                    max_long_side=max_long_side, seed=seed, progress=progress)
+                                    max_long_side=max_long_side, texture_side=texture_side, seed=seed,
+                                    progress=progress)
 
         @spaces.GPU(duration=60)
         def render_presets():
@@ -206,14 +209,14 @@ class Handlers:
                 style_weight_2=1.0, style_image_3=None, style_weight_3=1.0, strength=0.8, preserve_color=False,
                 max_long_side=0, contrast=1.0, crop_left=0, crop_top=0, crop_right=0, crop_bottom=0, seed=0,
                 title="", source_id="", rights="", notes="", tags="", approved=False,
-                progress=gr.Progress()):  # noqa: B008
+                texture_side=DEFAULT_TEXTURE_SIDE, progress=gr.Progress()):  # noqa: B008
         path = _file_path(content)
         if path is None:
             raise ValueError("upload a scan or photo to stylise first")
         style = _style_choice(style_source, preset, [style_image_1, style_weight_1, style_image_2, style_weight_2,
                                                      style_image_3, style_weight_3])
         settings = _settings(strength, preserve_color, max_long_side, contrast, crop_left, crop_top, crop_right,
-                             crop_bottom, seed)
+                             crop_bottom, seed, texture_side)
         catalogue = Catalogue(title, source_id, rights, notes, parse_tags(tags), bool(approved))
         progress(0.0, desc="stylising")
         job = stylize_and_archive(self.stylizer, self.archive, Path(path).read_bytes(), _file_name(content), style,
@@ -260,14 +263,15 @@ class Handlers:
     def batch(self, files, style_source, preset, style_image_1=None, style_weight_1=1.0, style_image_2=None,
               style_weight_2=1.0, style_image_3=None, style_weight_3=1.0, strength=0.8, preserve_color=False,
               max_long_side=0, contrast=1.0, crop_left=0, crop_top=0, crop_right=0, crop_bottom=0, seed=0,
-              rights="", notes="", tags="", approved=False, progress=gr.Progress()):  # noqa: B008
+              rights="", notes="", tags="", approved=False, texture_side=DEFAULT_TEXTURE_SIDE,
+              progress=gr.Progress()):  # noqa: B008
         uploads = [(_file_name(file), _file_path(file)) for file in (files or [])]
         if not uploads:
             raise ValueError("upload images or a ZIP of images first")
         style = _style_choice(style_source, preset, [style_image_1, style_weight_1, style_image_2, style_weight_2,
                                                      style_image_3, style_weight_3])
         settings = _settings(strength, preserve_color, max_long_side, contrast, crop_left, crop_top, crop_right,
-                             crop_bottom, seed)
+                             crop_bottom, seed, texture_side)
         catalogue = Catalogue(rights=rights, notes=notes, tags=parse_tags(tags), approved=bool(approved))
         items, refused = collect_batch(uploads)
         report = stylize_batch(self.stylizer, self.archive, items, style, settings, catalogue, run=self.run_on_device,
@@ -449,6 +453,10 @@ def build_demo(stylizer: Stylizer, archive: Archive, *, model_notice: str = "") 
                     strength = gr.Slider(0, 1, value=0.8, step=0.05, label="Style strength", elem_id="strength")
                     preserve_color = gr.Checkbox(label="Keep the original's colours")
                     max_long_side = gr.Dropdown(OUTPUT_SIZES, value=0, label="Output size")
+                    texture_side = gr.Dropdown(
+                        TEXTURE_SIDES, value=DEFAULT_TEXTURE_SIDE, label="Texture scale", elem_id="texture-side",
+                        info="how large the brushwork is relative to the picture; the original's fine detail is "
+                             "kept at full resolution")
                     with gr.Accordion("Post-processing", open=False):
                         contrast = gr.Slider(0, 2, value=1, step=0.05, label="Contrast (1 = unchanged)")
                         crops = [gr.Slider(0, 45, value=0, step=1, label=f"Crop {side} (%)")
@@ -525,10 +533,11 @@ def build_demo(stylizer: Stylizer, archive: Archive, *, model_notice: str = "") 
         preset_gallery.select(handlers.preset_selected, None, [preset, style_source], **private)
         preset.change(handlers.preset_attribution, preset, attribution, **private)
         # Uploads reach the handlers unprocessed so that a bad file gets the library's own message.
-        run.click(handlers.stylize, [content, *settings_inputs, *catalogue],
+        # The texture scale comes last, after the catalogue fields: positional API callers keep working.
+        run.click(handlers.stylize, [content, *settings_inputs, *catalogue, texture_side],
                   [comparison, result_file, result_entry, status], api_name="stylize", preprocess=False
                   ).success(handlers.search_gallery, search_inputs, gallery_outputs, **private)
-        batch_run.click(handlers.batch, [batch_files, *settings_inputs, *batch_catalogue],
+        batch_run.click(handlers.batch, [batch_files, *settings_inputs, *batch_catalogue, texture_side],
                         [batch_summary, batch_report, batch_gallery], api_name="batch", preprocess=False
                         ).success(handlers.search_gallery, search_inputs, gallery_outputs, **private)
         for trigger in (search_button.click, search_text.submit, search_tag.submit, search_style.submit,

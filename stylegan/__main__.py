@@ -28,7 +28,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from .images import open_image
-from .inference import STYLIZE_MODES, ProgressCallback, Style, Stylizer
+from .inference import DEFAULT_TEXTURE_SIDE, MIN_TEXTURE_SIDE, STYLIZE_MODES, ProgressCallback, Style, Stylizer
 from .provenance import new_record, save_with_provenance, sha256_bytes, sidecar_path
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp", ".gif"})
@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     stylize.add_argument("--strength", type=float, default=0.8, help="0 keeps the content, 1 full style")
     stylize.add_argument("--preserve-color", action="store_true", help="keep the content's colours")
     stylize.add_argument("--max-long-side", type=int, metavar="N", help="downsize results to this long side")
+    stylize.add_argument("--texture-side", type=int, default=DEFAULT_TEXTURE_SIDE, metavar="N",
+                         help="paint the style at about N² pixels and restore the full-resolution detail; "
+                              f"0: at the image's own resolution (default {DEFAULT_TEXTURE_SIDE})")
     stylize.add_argument("--mode", choices=STYLIZE_MODES, default="feedforward",
                          help="feedforward: the trained network (fast); optimize: per-image optimisation (slow)")
     stylize.add_argument("--steps", type=int, help=f"optimisation steps for --mode optimize (default {DEFAULT_STEPS})")
@@ -212,6 +215,7 @@ class Job:
     strength: float
     preserve_color: bool
     max_long_side: int | None
+    texture_side: int | None
     mode: str
     steps: int
     seed: int | None
@@ -223,6 +227,7 @@ class Job:
         """What the provenance record keeps besides model, style, strength and seed."""
         settings: dict[str, object] = {"mode": self.mode, "preserve_color": self.preserve_color,
                                        "max_long_side": self.max_long_side, "format": self.format,
+                                       "texture_side": self.texture_side,
                                        "styles": [item.get("preset", item.get("image")) for item in
                                                   self.style_description]}
         if self.mode == "optimize":
@@ -235,7 +240,8 @@ def stylize_one(stylizer: Stylizer, path: Path, job: Job, progress: ProgressCall
     data = path.read_bytes()
     content = open_image(data, name=str(path))
     stylized = stylizer.stylize(content, job.style, job.strength, preserve_color=job.preserve_color, seed=job.seed,
-                                max_long_side=job.max_long_side, progress=progress, mode=job.mode, steps=job.steps)
+                                max_long_side=job.max_long_side, texture_side=job.texture_side, progress=progress,
+                                mode=job.mode, steps=job.steps)
     allowed = FORMAT_MODES.get(job.format)
     if allowed is not None and stylized.mode not in allowed:
         lost = "alpha" if "A" in stylized.mode else "bit depth"
@@ -263,6 +269,8 @@ def run_stylize(args: argparse.Namespace) -> int:
         raise UsageError(f"--strength must be in [0, 1], got {args.strength}")
     if args.max_long_side is not None and args.max_long_side < 8:
         raise UsageError(f"--max-long-side must be at least 8, got {args.max_long_side}")
+    if args.texture_side and args.texture_side < MIN_TEXTURE_SIDE:
+        raise UsageError(f"--texture-side must be 0 or at least {MIN_TEXTURE_SIDE}, got {args.texture_side}")
     if args.steps is not None and args.mode != "optimize":
         raise UsageError("--steps only applies to --mode optimize")
     steps = DEFAULT_STEPS if args.steps is None else args.steps
@@ -282,7 +290,8 @@ def run_stylize(args: argparse.Namespace) -> int:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UsageError(f"cannot create --out {out_dir}: {error}") from error
-    job = Job(style, style_description, args.strength, args.preserve_color, args.max_long_side, args.mode, steps,
+    job = Job(style, style_description, args.strength, args.preserve_color, args.max_long_side,
+              args.texture_side or None, args.mode, steps,
               args.seed, out_dir, args.format)
 
     written = 0

@@ -19,15 +19,16 @@ from PIL import Image
 from .archive import Archive, ArchiveError, Catalogue, Entry
 from .batch import BatchItem, Refusal, UnreadableMember
 from .images import ImageError, open_image
-from .inference import ProgressCallback, Style, Stylizer
+from .inference import DEFAULT_TEXTURE_SIDE, MIN_TEXTURE_SIDE, ProgressCallback, Style, Stylizer
 from .postprocess import PostProcess
 from .provenance import new_record, sha256_bytes
 from .thumbnails import downscale_rgb
 
 MIN_LONG_SIDE = 16
 MAX_LONG_SIDE = 30_000
-# (content, style, strength, preserve_color, max_long_side, seed, progress) -> stylised image
-RunFunction = Callable[[Image.Image, Style, float, bool, "int | None", int, "ProgressCallback | None"], Image.Image]
+# (content, style, strength, preserve_color, max_long_side, texture_side, seed, progress) -> stylised image
+RunFunction = Callable[[Image.Image, Style, float, bool, "int | None", "int | None", int, "ProgressCallback | None"],
+                       Image.Image]
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class Settings:
     strength: float = 0.8  # 0 reproduces the content, 1 is the full style
     preserve_color: bool = False
     max_long_side: int | None = None  # None: full resolution
+    texture_side: int | None = DEFAULT_TEXTURE_SIDE  # style painted at ~side² px; None: at full resolution
     post: PostProcess = field(default_factory=PostProcess)
     seed: int = 0  # recorded; the network itself is deterministic
 
@@ -76,13 +78,16 @@ class Settings:
         if self.max_long_side is not None and not MIN_LONG_SIDE <= self.max_long_side <= MAX_LONG_SIDE:
             raise ValueError(f"the output long side must be between {MIN_LONG_SIDE} and {MAX_LONG_SIDE} px, "
                              f"got {self.max_long_side}")
+        if self.texture_side is not None and not MIN_TEXTURE_SIDE <= self.texture_side <= MAX_LONG_SIDE:
+            raise ValueError(f"the texture side must be between {MIN_TEXTURE_SIDE} and {MAX_LONG_SIDE} px, "
+                             f"got {self.texture_side}")
         if not 0 <= self.seed < 2**63:
             raise ValueError(f"the seed must be a whole number from 0 to 2^63-1, got {self.seed}")
 
     def record_settings(self) -> dict:
         """What the provenance keeps besides model, style, strength and seed."""
         return {"mode": "feedforward", "preserve_color": self.preserve_color,
-                "max_long_side": self.max_long_side, **self.post.settings()}
+                "max_long_side": self.max_long_side, "texture_side": self.texture_side, **self.post.settings()}
 
 
 @dataclass(frozen=True)
@@ -109,7 +114,7 @@ def stylize_and_archive(stylizer: Stylizer, archive: Archive, original: bytes, o
     style_value, style_description = style.resolve(stylizer)
     run = run or _run_directly(stylizer)
     stylized = run(content, style_value, settings.strength, settings.preserve_color, settings.max_long_side,
-                   settings.seed, progress)
+                   settings.texture_side, settings.seed, progress)
     result = settings.post.apply(stylized)
     record = new_record(source_sha256=sha256_bytes(original), source_name=original_name,
                         model_info=stylizer.model_info, style=style_description, style_strength=settings.strength,
@@ -118,9 +123,9 @@ def stylize_and_archive(stylizer: Stylizer, archive: Archive, original: bytes, o
 
 
 def _run_directly(stylizer: Stylizer) -> RunFunction:
-    def run(content, style, strength, preserve_color, max_long_side, seed, progress):
-        return stylizer.stylize(content, style, strength, preserve_color=preserve_color,
-                                max_long_side=max_long_side, seed=seed, progress=progress)
+    def run(content, style, strength, preserve_color, max_long_side, texture_side, seed, progress):
+        return stylizer.stylize(content, style, strength, preserve_color=preserve_color, max_long_side=max_long_side,
+                                texture_side=texture_side, seed=seed, progress=progress)
     return run
 
 

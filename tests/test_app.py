@@ -85,7 +85,8 @@ def pixels(path: str) -> np.ndarray:
 
 def test_stylize_with_a_preset_archives_an_entry_with_every_field(served):
     _, client, archive, images, _ = served
-    (before, after), result, entry, status = stylize(client, images["scan"], crop_left=10, contrast=1.2, seed=5)
+    (before, after), result, entry, status = stylize(client, images["scan"], crop_left=10, contrast=1.2, seed=5,
+                                                     texture_side=384)
     assert entry["id"] in status and f"?entry={entry['id']}" in status
     assert Path(before).exists() and Path(after).exists()
     assert pixels(before).shape == pixels(after).shape
@@ -96,6 +97,7 @@ def test_stylize_with_a_preset_archives_an_entry_with_every_field(served):
     assert record["style"] == "preset:hokusai_great_wave_off_kanagawa" and record["style_strength"] == 0.8
     assert record["seed"] == 5 and record["settings"]["contrast"] == 1.2
     assert record["settings"]["crop"]["left"] == 0.1 and record["settings"]["max_long_side"] is None
+    assert record["settings"]["texture_side"] == 384
     assert record["source_sha256"] == sha256_bytes(images["scan"].read_bytes())
     assert record["source_name"] == "scan.png"
     assert record["model_repo"] == "bundled" and len(record["weights_sha256"]) == 64

@@ -370,7 +370,7 @@ def test_stylize_batch_archives_images_and_reports_the_rest(archive, tmp_path):
     stylizer = SimpleNamespace(presets={"waves": None}, model_info=MODEL)
     calls = []
 
-    def run(content, style, strength, preserve_color, max_long_side, seed, progress):
+    def run(content, style, strength, preserve_color, max_long_side, texture_side, seed, progress):
         calls.append((style, strength, seed))
         progress(1.0, "done")
         return content.convert("RGB").transpose(Image.Transpose.FLIP_LEFT_RIGHT)

@@ -95,7 +95,7 @@ def test_output_carries_provenance(inputs: Path) -> None:
     out = inputs / "out"
     result = run_cli("stylize", inputs / "scans" / "a_letter.png", "--style", PRESET, "--style", inputs / "style.png",
                      "--weight", "2", "--weight", "1", "--strength", "0.6", "--seed", "7", "--format", "jpg",
-                     "--out", out)
+                     "--texture-side", "96", "--out", out)
     assert result.returncode == 0, result.stderr
     (output,) = results(out)
     assert output.name == "a_letter.stylized.jpg" and Image.open(output).format == "JPEG"
@@ -107,6 +107,7 @@ def test_output_carries_provenance(inputs: Path) -> None:
     assert PRESET in text and hashlib.sha256((inputs / "style.png").read_bytes()).hexdigest() in text
     assert "bundled" in text  # the model it came from
     assert find_value(record, "styles") == [PRESET, "style.png"]
+    assert find_value(record, "texture_side") == 96
     assert read_provenance(output).to_dict() == record  # embedded in the JPEG too
     assert (out / "a_letter.stylized.jpg.json").exists()
 
@@ -143,6 +144,8 @@ def test_usage_errors_exit_2(inputs: Path) -> None:
     optimize_preset = run_cli("stylize", source, "--style", PRESET, "--mode", "optimize", "--out", inputs / "o")
     assert optimize_preset.returncode == 2 and "needs a style image" in optimize_preset.stderr
     assert run_cli("stylize", source, "--out", inputs / "o").returncode == 2  # argparse: --style is required
+    tiny_texture = run_cli("stylize", source, "--style", PRESET, "--texture-side", "8", "--out", inputs / "o")
+    assert tiny_texture.returncode == 2 and "--texture-side must be 0 or at least" in tiny_texture.stderr
     assert not (inputs / "out").exists() and not (inputs / "o").exists()
 
 
