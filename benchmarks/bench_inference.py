@@ -9,8 +9,10 @@ configuration alone: interpreter + libraries + model + one image's work. Times a
 median of warm calls after one untimed warm-up call (3 calls when a call takes over 30 s).
 
 Methods, all from a decoded PIL image to a PIL image of the content's size:
-  ours            Stylizer.stylize(content, style_image, strength=1): the network, tiled above 1 MP;
+  ours            Stylizer.stylize(content, style_image, strength=1): the style painted at the default
+                  texture side (about 640² px) and enlarged with the full-resolution detail restored;
                   the style code is cached after the warm-up, as it is for presets and repeated styles
+  ours-full-res   the same with texture_side=None: the network at full resolution, tiled above 1 MP
   ours-onnx       the same with Stylizer(..., backend="onnx"): the generator in onnxruntime (CPU); its
                   one-off export runs first in its own process, into a cache fresh for this benchmark
   peer-arbitrary  StyleTransfer.stylize_with(content, style_image): its arbitrary-style mode (works at
@@ -49,9 +51,11 @@ from benchmarks.common import (
 
 DEFAULT_SIZES = "512,1024,2048,4096x4096,10000x600"
 QUICK_SIZES = "64,96x40"
-OURS_METHODS = ("ours", "ours-onnx")  # backend="torch", backend="onnx"
+# Our rows: method -> what the table calls it. "ours-full-res" runs the network at full resolution
+# (texture_side=None: tiled above 1 MP) instead of painting at the default texture side.
+OURS_METHODS = {"ours": "torch", "ours-onnx": "onnx", "ours-full-res": "torch, full-resolution texture"}
 PEER_METHODS = ("peer-arbitrary", "peer-style7")
-METHODS = OURS_METHODS + PEER_METHODS
+METHODS = (*OURS_METHODS, *PEER_METHODS)
 ONNX_CACHE_ENV = "ARCHIVE_STYLE_GAN_ONNX_CACHE"  # stylegan.onnx_backend.CACHE_ENV (not imported: no onnx needed here)
 PEER_BUILTIN_STYLE = 7
 GPU_FPS_SIZE = 1024
@@ -85,6 +89,7 @@ def worker(args: argparse.Namespace) -> dict[str, object]:
                                  "style": style_name, "threads": args.threads}
     if args.worker.startswith("ours"):
         from stylegan import Stylizer
+        from stylegan.inference import DEFAULT_TEXTURE_SIDE
 
         device = "cuda" if args.worker == "ours-gpu" else "cpu"
         backend = "onnx" if args.worker.startswith("ours-onnx") else "torch"
@@ -119,7 +124,8 @@ def worker(args: argparse.Namespace) -> dict[str, object]:
                                         stylizer.stylize_tensor(pixels, code, tile_size=tile_size)), 1, warmup=0)
         else:
             result["setup_rss_mb"] = current_rss_mb()
-            times = time_calls(lambda: stylizer.stylize(content, style, 1.0), args.repeats)
+            texture_side = None if args.worker == "ours-full-res" else DEFAULT_TEXTURE_SIDE
+            times = time_calls(lambda: stylizer.stylize(content, style, 1.0, texture_side=texture_side), args.repeats)
     else:
         StyleTransfer = import_peer()
         peer = StyleTransfer(device="cpu", max_size=0, threads=args.threads)
@@ -211,7 +217,7 @@ def format_report(report: dict[str, object]) -> str:
     rows = []
     for size in sizes:
         torch_run, arbitrary, builtin = (find(method, size) for method in ("ours", *PEER_METHODS))
-        for method, backend in zip(OURS_METHODS, ("torch", "onnx")):
+        for method, backend in OURS_METHODS.items():
             ours = find(method, size)
             if ours is None:
                 continue
@@ -220,7 +226,7 @@ def format_report(report: dict[str, object]) -> str:
                          ratio(ours, builtin), "—" if method == "ours" else ratio(ours, torch_run)])
     lines.append(markdown_table(["size", "ours backend", "ours s", "ours peak MiB", "peer arbitrary s", "peak MiB",
                                  f"peer style {PEER_BUILTIN_STYLE} s", "peak MiB", "ours / arbitrary",
-                                 f"ours / style {PEER_BUILTIN_STYLE}", "onnx / torch"], rows))
+                                 f"ours / style {PEER_BUILTIN_STYLE}", "ours / ours torch"], rows))
     export = find("ours-onnx-export", (512, 512))
     if export:
         seconds = time_of(export) if "error" in export else f"{export['median_s']:.1f} s"

@@ -209,14 +209,8 @@ class Generator(nn.Module, PyTorchModelHubMixin,
             x = x + modulate(next(convs)(h))
         for conv in self.decoder:
             x = F.relu(modulate(upsample_conv(x, conv)))
-        matrix, bias = self.color_transform(code)
-        skip = torch.einsum("bij,bjhw->bihw", matrix, torch.logit(content.clamp(1e-3, 1 - 1e-3)))
-        return torch.sigmoid(skip + bias[:, :, None, None] + self.to_residual(x))
-
-    def color_transform(self, code: Tensor) -> tuple[Tensor, Tensor]:
-        """(B, 3, 3) matrix A and (B, 3) bias b of the style's colour transform, in logit space.
-
-        Bounded (tanh) so a style can recolour but never invert or saturate: |A - I| < ½, |b| < 1."""
+        # Bounded (tanh) so a style can recolour but never invert or saturate: |ΔA| < ½, |b| < 1.
         color = torch.tanh(self.to_color(code))
         matrix = 0.5 * color[:, :9].view(-1, 3, 3) + torch.eye(3, dtype=color.dtype, device=color.device)
-        return matrix, color[:, 9:]
+        skip = torch.einsum("bij,bjhw->bihw", matrix, torch.logit(content.clamp(1e-3, 1 - 1e-3)))
+        return torch.sigmoid(skip + color[:, 9:, None, None] + self.to_residual(x))

@@ -344,30 +344,49 @@ def _bilinear_rows(source_rows: int, target_rows: int) -> tuple[Tensor, Tensor, 
     return below, above, (position - below).float()
 
 
-def upscale_with_detail(stylized: Tensor, small_content: Tensor, content: Tensor, *,
-                        color_matrix: Tensor | None = None, band_rows: int = 256) -> Tensor:
+def upscale_with_detail(stylized: Tensor, small_content: Tensor, content: Tensor, *, band_rows: int = 256) -> Tensor:
     """Enlarge a result computed on `small_content` (a shrunk `content`) to `content`'s size, and add
-    back the detail that shrinking removed: up(stylized) + M·(content - up(small_content)).
+    back the luminance detail that shrinking removed: up(stylized) + Y(content) - up(Y(small_content)).
 
-    Edges and fine structure of the original come back at full resolution (no soft upscale); colour
-    and texture come from the stylised result. `color_matrix` M (3×3, default I) recolours the
-    detail as the style recoloured the image (the generator's `color_transform`), so the detail of
-    a colour scan turns grey under a monochrome style. Bands of `band_rows` rows bound the working
-    memory to a few bands beside the (1, 3, H, W) output; the interpolation equals F.interpolate's
-    (bilinear, half-pixel centres).
+    Edges, print and fine structure of the original come back at full resolution (no soft upscale),
+    in grey, so they never bring the original's colours into a recoloured result; colour and texture
+    come from the stylised result. Bands of `band_rows` rows bound the working memory to a few bands
+    beside the (1, 3, H, W) output; the interpolation equals F.interpolate's (bilinear, half-pixel centres).
     """
     height, width = content.shape[-2:]
-    # Both low-resolution images, widened to the full width (cheap: few rows), stacked as 6 channels.
-    wide = F.interpolate(torch.cat([stylized, small_content], dim=1), size=(stylized.shape[-2], width),
-                         mode="bilinear", align_corners=False)
-    below, above, weight = _bilinear_rows(stylized.shape[-2], height)
+    luminance = torch.tensor(LUMA_WEIGHTS, dtype=content.dtype).view(1, 3, 1, 1)
+    # Both low-resolution images, widened to the full width (cheap: few rows), stacked: 3 + 1 channels.
+    small = torch.cat([stylized, (small_content * luminance).sum(1, keepdim=True)], dim=1)
+    wide = F.interpolate(small, size=(small.shape[-2], width), mode="bilinear", align_corners=False)
+    below, above, weight = _bilinear_rows(small.shape[-2], height)
     output = torch.empty(1, 3, height, width)
     for top in range(0, height, band_rows):
         rows = slice(top, min(top + band_rows, height))
         w = weight[rows].view(1, 1, -1, 1)
         band = wide[:, :, below[rows]] * (1 - w) + wide[:, :, above[rows]] * w
-        detail = content[:, :, rows] - band[:, 3:]
-        if color_matrix is not None:
-            detail = torch.einsum("ij,bjhw->bihw", color_matrix, detail)
+        detail = (content[:, :, rows] * luminance).sum(1, keepdim=True) - band[:, 3:]
         output[:, :, rows] = (band[:, :3] + detail).clamp(0, 1)
     return output
+
+
+def mean_chroma(images: Tensor) -> float:
+    """Colourfulness of (1, 3, H, W) in [0, 1]: the mean distance of a pixel's RGB from its grey
+    (BT.601 luminance). 0 for a monochrome image; measured on a ≤ 512²-pixel copy."""
+    small = resize_to_area(images, 512)
+    luminance = (small * torch.tensor(LUMA_WEIGHTS, dtype=small.dtype).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    return float((small - luminance).norm(dim=1).mean())
+
+
+def limit_chroma(images: Tensor, max_chroma: float, strength: float = 1.0, *, band_rows: int = 256) -> Tensor:
+    """Scale the chroma of (1, 3, H, W) in place, `strength` of the way from its `mean_chroma` down to
+    `max_chroma`; the luminance is untouched and an image already that muted is returned as it is."""
+    chroma = mean_chroma(images)
+    if chroma <= max_chroma or strength <= 0:
+        return images
+    factor = 1 - strength * (1 - max_chroma / chroma)
+    weights = torch.tensor(LUMA_WEIGHTS, dtype=images.dtype).view(1, 3, 1, 1)
+    for top in range(0, images.shape[-2], band_rows):
+        band = images[:, :, top:top + band_rows]
+        luminance = (band * weights).sum(1, keepdim=True)
+        band.sub_(luminance).mul_(factor).add_(luminance).clamp_(0, 1)
+    return images

@@ -28,8 +28,8 @@ from torch import Tensor
 
 from .features import VGG19Features
 from .generator import MIN_SIDE, Generator, NormStats, style_statistics
-from .images import (pad_to_multiple, preserve_colors, resize_long_side, resize_to_area, to_pil, to_tensor,
-                     upscale_with_detail)
+from .images import (limit_chroma, mean_chroma, pad_to_multiple, preserve_colors, resize_long_side, resize_to_area,
+                     to_pil, to_tensor, upscale_with_detail)
 from .optimize import OPTIMIZE_STYLE_LONG_SIDE, optimize_stylize
 from .presets import PRESET_CODES_FILE, PRESET_INFO_FILE, Preset, load_presets
 
@@ -112,7 +112,7 @@ class Stylizer:
             from .onnx_backend import OnnxGenerator  # exports and opens each graph on first use
 
             self._onnx = OnnxGenerator(self.generator, self.model_info.weights_sha256 or None)
-        self._code_cache: OrderedDict[str, Tensor] = OrderedDict()
+        self._code_cache: OrderedDict[str, tuple[Tensor, float]] = OrderedDict()  # pixel hash -> (code, chroma)
         self._cache_lock = threading.Lock()
 
     # -- loading -----------------------------------------------------------------------------
@@ -156,13 +156,26 @@ class Stylizer:
                    device=device, backend=backend)
 
     # -- styles ------------------------------------------------------------------------------
-    @torch.inference_mode()
     def style_code(self, style: StyleSource) -> Tensor:
         """(style_dim,) code of a preset name or a style image (cached by pixel hash)."""
+        return self._style_entry(style)[0]
+
+    def style_chroma(self, style: Style) -> float | None:
+        """Colourfulness (`mean_chroma`) of a style, or the weighted mean of a blend's; None where a
+        preset was saved without it."""
+        sources = [(style, 1.0)] if isinstance(style, (str, Image.Image)) else list(style)
+        chromas = [self._style_entry(source)[1] for source, _ in sources]
+        weights = [float(weight) for _, weight in sources]
+        if any(chroma is None for chroma in chromas) or sum(weights) <= 0:
+            return None
+        return sum(weight * chroma for weight, chroma in zip(weights, chromas)) / sum(weights)
+
+    @torch.inference_mode()
+    def _style_entry(self, style: StyleSource) -> tuple[Tensor, float | None]:
         if isinstance(style, str):
             if style not in self._preset_codes:
                 raise ValueError(f"unknown preset {style!r}; known presets: {sorted(self.presets)}")
-            return self._preset_codes[style]
+            return self._preset_codes[style], self.presets[style].chroma if style in self.presets else None
         if not isinstance(style, Image.Image):
             raise TypeError(f"a style is a preset name or a PIL image, got {type(style).__name__}")
         key = image_sha256(style)
@@ -171,14 +184,14 @@ class Stylizer:
                 self._code_cache.move_to_end(key)
                 return self._code_cache[key]
         config = self.generator.config
-        pixels = resize_long_side(to_tensor(style), config.style_image_size).to(self.device)
-        statistics = style_statistics(self.vgg(pixels, config.style_layers), config.style_layers)
-        code = self.generator.encode_style(statistics.to(self.dtype))[0].float()
+        pixels = resize_long_side(to_tensor(style), config.style_image_size)
+        statistics = style_statistics(self.vgg(pixels.to(self.device), config.style_layers), config.style_layers)
+        entry = self.generator.encode_style(statistics.to(self.dtype))[0].float(), mean_chroma(pixels)
         with self._cache_lock:
-            self._code_cache[key] = code
+            self._code_cache[key] = entry
             while len(self._code_cache) > 64:
                 self._code_cache.popitem(last=False)
-        return code
+        return entry
 
     def blended_code(self, style: Style) -> Tensor:
         """One code for a style or a weighted list of styles (weights ≥ 0, normalised to sum 1)."""
@@ -224,6 +237,11 @@ class Stylizer:
         else:
             code = self.generator.blend(self.blended_code(style)[None], float(strength)).to(self.dtype)
             result = self.stylize_tensor(pixels, code, progress=progress, texture_side=texture_side)
+            style_chroma = self.style_chroma(style)
+            if style_chroma is not None:
+                # No more colourful than the style (at strength 1): a monochrome engraving gives a
+                # monochrome result, which the bounded colour transform alone cannot reach.
+                limit_chroma(result, style_chroma, float(strength))
         if preserve_color:
             result = preserve_colors(result, pixels)
         output = to_pil(result, like=content)
@@ -241,8 +259,7 @@ class Stylizer:
             stylized = self.stylize_tensor(small, code)
             if progress:
                 progress(0.9, "restoring full-resolution detail")
-            matrix = self.generator.color_transform(code)[0][0].float().cpu()
-            result = upscale_with_detail(stylized, small, pixels, color_matrix=matrix)
+            result = upscale_with_detail(stylized, small, pixels)
             if progress:
                 progress(1.0, "done")
             return result

@@ -20,6 +20,7 @@ class Preset:
     year: str = ""
     source: str = ""
     license: str = ""
+    chroma: float | None = None  # the style image's `stylegan.images.mean_chroma` (None: not measured)
 
     @property
     def label(self) -> str:

@@ -19,7 +19,10 @@ from PIL import Image, ImageFile
 
 from stylegan import images
 from stylegan.images import (
+    LUMA_WEIGHTS,
     ImageError,
+    limit_chroma,
+    mean_chroma,
     open_image,
     pad_to_multiple,
     preserve_colors,
@@ -466,30 +469,39 @@ def test_upscale_with_detail_matches_whole_image_interpolation_in_any_band_size(
     small = resize_to_area(content, 24)
     assert small.shape[-2:] == (21, 28)
     stylized = torch.rand_like(small)
-    matrix = torch.eye(3) + 0.2 * torch.randn(3, 3)
-    up = torch.nn.functional.interpolate(torch.cat([stylized, small], 1), size=(53, 71), mode="bilinear",
-                                         align_corners=False)
-    expected = (up[:, :3] + torch.einsum("ij,bjhw->bihw", matrix, content - up[:, 3:])).clamp(0, 1)
+    luminance = torch.tensor(LUMA_WEIGHTS).view(1, 3, 1, 1)
+    up = torch.nn.functional.interpolate(torch.cat([stylized, (small * luminance).sum(1, keepdim=True)], 1),
+                                         size=(53, 71), mode="bilinear", align_corners=False)
+    expected = (up[:, :3] + (content * luminance).sum(1, keepdim=True) - up[:, 3:]).clamp(0, 1)
     for band_rows in (5, 16, 1000):
-        actual = upscale_with_detail(stylized, small, content, color_matrix=matrix, band_rows=band_rows)
-        torch.testing.assert_close(actual, expected)
+        torch.testing.assert_close(upscale_with_detail(stylized, small, content, band_rows=band_rows), expected)
 
 
-def test_upscale_with_detail_gives_the_original_back_when_nothing_was_painted() -> None:
-    """Identity stylisation: the shrunk copy enlarged plus the restored detail is the original."""
-    original = torch.rand(1, 3, 90, 60)
-    small = resize_to_area(original, 20)
-    restored = upscale_with_detail(small, small, original, band_rows=32)
-    assert restored.shape == original.shape
-    assert (restored - original).abs().max() < 1e-5
+def test_upscale_with_detail_gives_a_grey_original_back_when_nothing_was_painted() -> None:
+    """Identity stylisation of a grey scan: the shrunk copy enlarged plus the restored detail is the original."""
+    grey = torch.rand(1, 1, 90, 60).expand(1, 3, 90, 60).contiguous()
+    small = resize_to_area(grey, 20)
+    restored = upscale_with_detail(small, small, grey, band_rows=32)
+    assert restored.shape == grey.shape
+    assert (restored - grey).abs().max() < 1e-5
     soft = torch.nn.functional.interpolate(small, size=(90, 60), mode="bilinear", align_corners=False)
-    assert (soft - original).abs().mean() > 0.1  # a plain enlargement would have lost the detail
-    grey = torch.full((3, 3), 1 / 3)  # a monochrome style's colour transform: the detail turns grey
-    mid = 0.4 + 0.2 * original  # mid-tones, so no clipping at 0 or 1
-    small = resize_to_area(mid, 20)
-    toned = upscale_with_detail(small, small, mid, color_matrix=grey)
-    detail = toned - torch.nn.functional.interpolate(small, size=(90, 60), mode="bilinear", align_corners=False)
-    assert (detail - detail.mean(1, keepdim=True)).abs().max() < 1e-5
+    assert (soft - grey).abs().mean() > 0.1  # a plain enlargement would have lost the detail
+
+
+def test_chroma_is_limited_without_touching_luminance() -> None:
+    torch.manual_seed(0)
+    colour = torch.rand(1, 3, 700, 40)  # taller than a band, larger than mean_chroma's 512² sample
+    grey = colour.mean(1, keepdim=True).expand(1, 3, 700, 40).contiguous()
+    assert mean_chroma(grey) < 1e-6 and mean_chroma(colour) > 0.2
+    luminance = torch.tensor(LUMA_WEIGHTS).view(1, 3, 1, 1)
+    before_y = (colour * luminance).sum(1)
+    half = limit_chroma(colour.clone(), 0.1, strength=0.5)
+    muted = limit_chroma(colour.clone(), 0.1)
+    assert abs(mean_chroma(muted) - 0.1) < 0.01
+    assert mean_chroma(muted) < mean_chroma(half) < mean_chroma(colour)
+    torch.testing.assert_close((muted * luminance).sum(1), before_y, atol=1e-5, rtol=0)
+    assert torch.equal(limit_chroma(colour.clone(), 1.0), colour)  # never made more colourful
+    assert torch.equal(limit_chroma(colour.clone(), 0.0, strength=0.0), colour)
 
 
 def test_resize_to_area_keeps_small_images_and_aspect() -> None:

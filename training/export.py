@@ -1,6 +1,7 @@
 """Export the EMA generator the Hugging Face way: config.json, model.safetensors, presets, card."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -8,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from stylegan.images import mean_chroma, resize_long_side
 from stylegan.presets import Preset, save_presets
 
 from .config import TrainConfig
@@ -48,7 +50,10 @@ def export_model(result: TrainResult, config: TrainConfig, run_dir: Path, *, sou
     bank = result.style_bank
     with torch.no_grad():
         codes = generator.encode_style(bank.full_statistics.cpu())
-    presets = [attribution.get(name, Preset(name=name, title=name.replace("_", " ").title())) for name in bank.names]
+    size = generator.config.style_image_size
+    presets = [dataclasses.replace(attribution.get(name, Preset(name=name, title=name.replace("_", " ").title())),
+                                   chroma=round(mean_chroma(resize_long_side(image[None].float() / 255, size)), 5))
+               for name, image in zip(bank.names, bank.images)]
     save_presets(out_dir, presets, {name: code for name, code in zip(bank.names, codes)})
     record = {"steps": result.step, "wall_seconds": round(result.wall_seconds, 1), "device": result.device,
               "crop_size": config.crop_size, "batch_size": config.batch_size,
