@@ -31,9 +31,9 @@ from skimage.metrics import structural_similarity
 
 from benchmarks.common import DEFAULT_DATA, PEER, image_files, import_peer, markdown_table, publish, system_info
 from stylegan import Stylizer
-from stylegan.inference import DEFAULT_TEXTURE_SIDE
 from stylegan.features import VGG19Features
 from stylegan.images import resize_long_side, to_tensor
+from stylegan.inference import DEFAULT_TEXTURE_SIDE
 from stylegan.losses import gram_matrix
 
 METRIC_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")

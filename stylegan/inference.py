@@ -28,8 +28,17 @@ from torch import Tensor
 
 from .features import VGG19Features
 from .generator import MIN_SIDE, Generator, NormStats, style_statistics
-from .images import (limit_chroma, mean_chroma, pad_to_multiple, preserve_colors, resize_long_side, resize_to_area,
-                     to_pil, to_tensor, upscale_with_detail)
+from .images import (
+    limit_chroma,
+    mean_chroma,
+    pad_to_multiple,
+    preserve_colors,
+    resize_long_side,
+    resize_to_area,
+    to_pil,
+    to_tensor,
+    upscale_with_detail,
+)
 from .optimize import OPTIMIZE_STYLE_LONG_SIDE, optimize_stylize
 from .presets import PRESET_CODES_FILE, PRESET_INFO_FILE, Preset, load_presets
 

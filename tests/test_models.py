@@ -5,11 +5,10 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from stylegan.discriminator import Discriminator, DiscriminatorConfig
-import torch.nn.functional as F
-
 from stylegan.generator import Generator, GeneratorConfig, upsample_conv
 
 TINY = GeneratorConfig(encoder_channels=(4, 8, 8), num_residual_blocks=2, style_dim=8, style_hidden_dim=16)
