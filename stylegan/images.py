@@ -371,10 +371,10 @@ def upscale_with_detail(stylized: Tensor, small_content: Tensor, content: Tensor
 
 def mean_chroma(images: Tensor) -> float:
     """Colourfulness of (1, 3, H, W) in [0, 1]: the mean distance of a pixel's RGB from its grey
-    (BT.601 luminance). 0 for a monochrome image; measured on a ≤ 512²-pixel copy."""
-    small = resize_to_area(images, 512)
+    (BT.601 luminance). 0 for a monochrome image; measured on a ≤ 256²-pixel copy."""
+    small = resize_to_area(images, 256).contiguous()
     luminance = (small * torch.tensor(LUMA_WEIGHTS, dtype=small.dtype).view(1, 3, 1, 1)).sum(1, keepdim=True)
-    return float((small - luminance).norm(dim=1).mean())
+    return float((small - luminance).square().sum(1).sqrt().mean())
 
 
 def limit_chroma(images: Tensor, max_chroma: float, strength: float = 1.0, *, band_rows: int = 256) -> Tensor:

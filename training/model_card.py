@@ -161,6 +161,10 @@ def _evaluate_report_section(report: dict) -> str:
            "relu1_1-relu5_1; SSIM of luminance between output and content. Measured on "
            f"{_cell(system.get('cpu', '?'))}, {_cell(system.get('threads', '?'))} thread(s), "
            f"torch {_cell(system.get('torch', '?'))}.")
+    if "texture_side" in report:
+        side = report["texture_side"]
+        how += (f" Ours ran through `Stylizer.stylize` with texture side {_cell(side)}" if side else
+                " Ours ran through `Stylizer.stylize` at full resolution (texture side None)") + "."
     lines = [how, "",
              "| method | Gram gain ↑ | SSIM (Y) ↑ | pairs | s / image |", "| --- | --- | --- | --- | --- |"]
     for method, result in report["methods"].items():
