@@ -533,7 +533,7 @@ def build_demo(stylizer: Stylizer, archive: Archive, *, model_notice: str = "") 
         preset_gallery.select(handlers.preset_selected, None, [preset, style_source], **private)
         preset.change(handlers.preset_attribution, preset, attribution, **private)
         # Uploads reach the handlers unprocessed so that a bad file gets the library's own message.
-        # The texture scale comes last, after the catalogue fields: positional API callers keep working.
+        # The texture scale comes last, after the catalogue fields, so the earlier inputs keep their positions.
         run.click(handlers.stylize, [content, *settings_inputs, *catalogue, texture_side],
                   [comparison, result_file, result_entry, status], api_name="stylize", preprocess=False
                   ).success(handlers.search_gallery, search_inputs, gallery_outputs, **private)

@@ -39,7 +39,7 @@ STAND_IN_STYLIZER = SimpleNamespace(presets={"waves": None}, model_info=MODEL)
 CRASH_STATUS = 99
 
 
-def mirror(content, style, strength, preserve_color, max_long_side, seed, progress):
+def mirror(content, style, strength, preserve_color, max_long_side, texture_side, seed, progress):
     """A stand-in for the network: the work under test is the archive's, not the model's."""
     return content.convert("RGB").transpose(Image.Transpose.FLIP_LEFT_RIGHT)
 
