@@ -180,6 +180,10 @@ class Generator(nn.Module, PyTorchModelHubMixin,
         def normalize(x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
             """Instance norm with per-sample (B, C) scale and shift, as one fused x·a + b."""
             index = next(stats_index)
+            if norm_stats is None and record is None and x.shape[0] == 1:
+                # One image: instance norm is group norm with a group per channel, whose fused
+                # CPU kernel (one pass for the statistics, one for x·a + b) is 4-8× faster here.
+                return F.group_norm(x, x.shape[1], scale[0].to(x.dtype), shift[0].to(x.dtype), NORM_EPS)
             if norm_stats is not None:
                 mean, var = norm_stats[index]
             else:  # E[x²] - E[x]² is several times faster than var_mean on the CPU; in float32,

@@ -172,12 +172,7 @@ class Stylizer:
     def style_chroma(self, style: Style) -> float | None:
         """Colourfulness (`mean_chroma`) of a style, or the weighted mean of a blend's; None where a
         preset was saved without it."""
-        sources = [(style, 1.0)] if isinstance(style, (str, Image.Image)) else list(style)
-        chromas = [self._style_entry(source)[1] for source, _ in sources]
-        weights = [float(weight) for _, weight in sources]
-        if any(chroma is None for chroma in chromas) or sum(weights) <= 0:
-            return None
-        return sum(weight * chroma for weight, chroma in zip(weights, chromas)) / sum(weights)
+        return self._blended(style)[1]
 
     @torch.inference_mode()
     def _style_entry(self, style: StyleSource) -> tuple[Tensor, float | None]:
@@ -204,15 +199,24 @@ class Stylizer:
 
     def blended_code(self, style: Style) -> Tensor:
         """One code for a style or a weighted list of styles (weights ≥ 0, normalised to sum 1)."""
+        return self._blended(style)[0]
+
+    def _blended(self, style: Style) -> tuple[Tensor, float | None]:
+        """(code, chroma) of a style or a blend, each style image looked up once."""
         if isinstance(style, (str, Image.Image)):
-            return self.style_code(style)
+            return self._style_entry(style)
         if not style:
             raise ValueError("no style given")
         weights = torch.tensor([float(weight) for _, weight in style])
         if (weights < 0).any() or weights.sum() <= 0 or not torch.isfinite(weights).all():
             raise ValueError(f"style weights must be ≥ 0 with a positive sum, got {weights.tolist()}")
-        codes = torch.stack([self.style_code(source) for source, _ in style])
-        return (weights.to(codes) / weights.sum()) @ codes
+        weights = weights / weights.sum()
+        entries = [self._style_entry(source) for source, _ in style]
+        code = weights.to(entries[0][0]) @ torch.stack([entry_code for entry_code, _ in entries])
+        chromas = [chroma for _, chroma in entries]
+        if any(chroma is None for chroma in chromas):
+            return code, None
+        return code, float(sum(weight * chroma for weight, chroma in zip(weights.tolist(), chromas)))
 
     # -- stylising ---------------------------------------------------------------------------
     @torch.inference_mode()
@@ -244,9 +248,9 @@ class Stylizer:
             result = optimize_stylize(pixels, _optimize_style_images(style), self.vgg, strength=float(strength),
                                       steps=steps, seed=seed, progress=progress)
         else:
-            code = self.generator.blend(self.blended_code(style)[None], float(strength)).to(self.dtype)
+            style_code, style_chroma = self._blended(style)
+            code = self.generator.blend(style_code[None], float(strength)).to(self.dtype)
             result = self.stylize_tensor(pixels, code, progress=progress, texture_side=texture_side)
-            style_chroma = self.style_chroma(style)
             if style_chroma is not None:
                 # No more colourful than the style (at strength 1): a monochrome engraving gives a
                 # monochrome result, which the bounded colour transform alone cannot reach.
@@ -286,7 +290,9 @@ class Stylizer:
 
     def _run(self, pixels: Tensor, code: Tensor, stats: NormStats | None) -> Tensor:
         height, width = pixels.shape[-2:]
-        padded = pad_to_multiple(pixels, 4, min_size=MIN_SIDE).to(self.device, self.dtype)
+        # Channels-last like the weights: otherwise the whole network runs in the slower NCHW kernels.
+        padded = pad_to_multiple(pixels, 4, min_size=MIN_SIDE).to(self.device, self.dtype,
+                                                                   memory_format=torch.channels_last)
         output = (self.generator if self._onnx is None else self._onnx)(padded, code, stats)
         return output[..., :height, :width].float().cpu()
 
