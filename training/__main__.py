@@ -6,6 +6,8 @@ import os
 import sys
 from pathlib import Path
 
+import torch
+
 from .config import PRESETS, load_config
 from .trainer import NonFiniteLossError, train
 
@@ -41,6 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteLossError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    finally:
+        # Every rank leaves the process group before exiting: a rank that exits with gloo's
+        # threads still running can abort ("terminate called without an active exception").
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
     if int(os.environ.get("RANK", "0")) != 0:
         return 0  # under torchrun every rank holds the same EMA weights; rank 0 alone exports and pushes
     from .export import export_model
