@@ -48,7 +48,7 @@ ARCHIVE_CONCURRENCY = 4  # catalogue reads and edits need not wait behind a long
 GPU_SECONDS = 120  # ZeroGPU allowance for one stylisation
 OUTPUT_SIZES = [("Full resolution", 0), ("4096 px long side", 4096), ("2048 px long side", 2048),
                 ("1024 px long side", 1024), ("512 px long side", 512)]
-TEXTURE_SIDES = [("Fine (painted at 1024² px)", 1024), ("Standard (640² px)", DEFAULT_TEXTURE_SIDE),
+TEXTURE_SIDES = [("Fine (painted at 1024² px)", 1024), (f"Standard ({DEFAULT_TEXTURE_SIDE}² px)", DEFAULT_TEXTURE_SIDE),
                  ("Coarse (384² px)", 384), ("At full resolution (texture in pixels; slow on large scans)", 0)]
 APPROVED_FILTERS = [("Any", "any"), ("Approved for sharing", "yes"), ("Not approved", "no")]
 RIGHTS_EXAMPLES = ["http://rightsstatements.org/vocab/NoC-US/1.0/", "http://rightsstatements.org/vocab/InC/1.0/",

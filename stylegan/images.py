@@ -315,15 +315,18 @@ def pad_to_multiple(images: Tensor, multiple: int, *, min_size: int = 1) -> Tens
     return F.pad(images, (0, pad_w, 0, pad_h), mode=mode)
 
 
+def luminance(images: Tensor) -> Tensor:
+    """(B, 3, H, W) RGB -> (B, 1, H, W) BT.601 luminance (Y)."""
+    weights = torch.tensor(LUMA_WEIGHTS, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    return (images * weights).sum(1, keepdim=True)
+
+
 def preserve_colors(stylized: Tensor, content: Tensor) -> Tensor:
     """Keep the content's colours: stylised luminance with the content's chroma (YCbCr, BT.601).
 
     Gatys et al., "Preserving Color in Neural Artistic Style Transfer" (2016), luminance-only transfer.
     """
-    weights = torch.tensor(LUMA_WEIGHTS, dtype=stylized.dtype, device=stylized.device).view(1, 3, 1, 1)
-    luminance = (stylized * weights).sum(1, keepdim=True)
-    content_luminance = (content * weights).sum(1, keepdim=True)
-    return (content - content_luminance + luminance).clamp(0, 1)
+    return (content - luminance(content) + luminance(stylized)).clamp(0, 1)
 
 
 def resize_to_area(images: Tensor, side: int) -> Tensor:
@@ -354,9 +357,8 @@ def upscale_with_detail(stylized: Tensor, small_content: Tensor, content: Tensor
     beside the (1, 3, H, W) output; the interpolation equals F.interpolate's (bilinear, half-pixel centres).
     """
     height, width = content.shape[-2:]
-    luminance = torch.tensor(LUMA_WEIGHTS, dtype=content.dtype).view(1, 3, 1, 1)
     # Both low-resolution images, widened to the full width (cheap: few rows), stacked: 3 + 1 channels.
-    small = torch.cat([stylized, (small_content * luminance).sum(1, keepdim=True)], dim=1)
+    small = torch.cat([stylized, luminance(small_content)], dim=1)
     wide = F.interpolate(small, size=(small.shape[-2], width), mode="bilinear", align_corners=False)
     below, above, weight = _bilinear_rows(small.shape[-2], height)
     output = torch.empty(1, 3, height, width)
@@ -364,7 +366,7 @@ def upscale_with_detail(stylized: Tensor, small_content: Tensor, content: Tensor
         rows = slice(top, min(top + band_rows, height))
         w = weight[rows].view(1, 1, -1, 1)
         band = wide[:, :, below[rows]] * (1 - w) + wide[:, :, above[rows]] * w
-        detail = (content[:, :, rows] * luminance).sum(1, keepdim=True) - band[:, 3:]
+        detail = luminance(content[:, :, rows]) - band[:, 3:]
         output[:, :, rows] = (band[:, :3] + detail).clamp(0, 1)
     return output
 
@@ -373,8 +375,7 @@ def mean_chroma(images: Tensor) -> float:
     """Colourfulness of (1, 3, H, W) in [0, 1]: the mean distance of a pixel's RGB from its grey
     (BT.601 luminance). 0 for a monochrome image; measured on a ≤ 256²-pixel copy."""
     small = resize_to_area(images, 256).contiguous()
-    luminance = (small * torch.tensor(LUMA_WEIGHTS, dtype=small.dtype).view(1, 3, 1, 1)).sum(1, keepdim=True)
-    return float((small - luminance).square().sum(1).sqrt().mean())
+    return float((small - luminance(small)).square().sum(1).sqrt().mean())
 
 
 def limit_chroma(images: Tensor, max_chroma: float, strength: float = 1.0, *, band_rows: int = 256) -> Tensor:
@@ -384,9 +385,8 @@ def limit_chroma(images: Tensor, max_chroma: float, strength: float = 1.0, *, ba
     if chroma <= max_chroma or strength <= 0:
         return images
     factor = 1 - strength * (1 - max_chroma / chroma)
-    weights = torch.tensor(LUMA_WEIGHTS, dtype=images.dtype).view(1, 3, 1, 1)
     for top in range(0, images.shape[-2], band_rows):
         band = images[:, :, top:top + band_rows]
-        luminance = (band * weights).sum(1, keepdim=True)
-        band.sub_(luminance).mul_(factor).add_(luminance).clamp_(0, 1)
+        grey = luminance(band)
+        band.sub_(grey).mul_(factor).add_(grey).clamp_(0, 1)
     return images

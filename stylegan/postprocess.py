@@ -9,14 +9,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import torch
 from PIL import Image
 
-from .images import to_pil, to_tensor
+from .images import luminance, to_pil, to_tensor
 
 MAX_CROP = 0.45  # fraction of the width or height one side may remove
 MAX_CONTRAST = 3.0
-LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # BT.601, as in images.preserve_colors
 
 
 @dataclass(frozen=True)
@@ -58,6 +56,5 @@ class PostProcess:
 def adjust_contrast(image: Image.Image, factor: float) -> Image.Image:
     """`mean + factor · (x - mean)` per pixel, with `mean` the image's mean luminance (as PIL's ImageEnhance)."""
     pixels = to_tensor(image)
-    weights = torch.tensor(LUMA_WEIGHTS).view(1, 3, 1, 1)
-    mean = (pixels * weights).sum(1).mean()
+    mean = luminance(pixels).mean()
     return to_pil((mean + factor * (pixels - mean)).clamp(0, 1), like=image)
