@@ -3,12 +3,19 @@
     python -m stylegan stylize scans/ "more/**/*.tif" --style hokusai_great_wave_off_kanagawa --out stylized/
     python -m stylegan stylize page.jpg --style a.jpg --weight 2 --style b.jpg --weight 1 --out out/
     python -m stylegan presets
+    python -m stylegan verify stylized/*.png
 
 Inputs are files, folders (searched recursively for images) and glob patterns. Nothing is
 overwritten: each result gets a new name (`page.stylized.png`, `page.stylized-1.png`, ...) and
-is written with embedded provenance and a JSON sidecar. A file that fails is reported and the
-batch goes on; the exit status is 0 when every input was written, 1 when some failed, 2 for
-a usage error (bad options, unknown style, a model that does not load).
+is written with embedded provenance, signed Content Credentials and a JSON sidecar. A file that
+fails is reported and the batch goes on; the exit status is 0 when every input was written, 1
+when some failed, 2 for a usage error (bad options, unknown style, a model or a signing identity
+that does not load).
+
+Results are signed by the identity in CONTENT_CREDENTIALS_CERTS / CONTENT_CREDENTIALS_KEY, or
+else by a self-issued one kept in --credentials (made on first use). `verify` prints what each
+file's Content Credentials say and whether they hold; its exit status is 0 when every file's
+are valid, 1 otherwise.
 
 Under `torchrun --nproc-per-node N python -m stylegan stylize ...` each process takes every
 N-th input (RANK and WORLD_SIZE from the environment); no process group is needed.
@@ -18,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import glob
+import json
 import os
 import sys
 from collections.abc import Mapping
@@ -27,6 +35,18 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
+from .credentials import (
+    CredentialsError,
+    CredentialsReport,
+    Ingredient,
+    Signing,
+    SigningIdentity,
+    checked_trust_anchors,
+    identity_from_environment,
+    local_identity,
+    preset_ingredient,
+    read_credentials,
+)
 from .images import open_image
 from .inference import DEFAULT_TEXTURE_SIDE, MIN_TEXTURE_SIDE, STYLIZE_MODES, ProgressCallback, Style, Stylizer
 from .provenance import new_record, save_with_provenance, sha256_bytes, sidecar_path
@@ -75,11 +95,35 @@ def build_parser() -> argparse.ArgumentParser:
     stylize.add_argument("--seed", type=int, help="seed for the optimisation's initial noise (recorded)")
     stylize.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder (created)")
     stylize.add_argument("--format", choices=sorted(FORMAT_SUFFIXES), default="png", help="output format")
+    stylize.add_argument("--credentials", type=Path, metavar="DIR",
+                         help="folder of the self-issued signing identity, made on first use; unused when "
+                              "CONTENT_CREDENTIALS_CERTS/_KEY are set (default: "
+                              "$XDG_DATA_HOME/archive-style-gan/credentials)")
     add_model_options(stylize)
 
     presets = commands.add_parser("presets", help="list the model's style presets with attribution")
     add_model_options(presets)
+
+    verify = commands.add_parser("verify", help="check and show the Content Credentials of image files")
+    verify.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    verify.add_argument("--trust-anchors", type=Path, metavar="PEM",
+                        help="root certificates to trust (default: none, so every signer reads as untrusted)")
+    verify.add_argument("--json", action="store_true", help="print the reports as JSON, manifest stores included")
     return parser
+
+
+def default_credentials_dir(environ: Mapping[str, str]) -> Path:
+    """Where the command line keeps its self-issued identity: one per user, outside any output folder."""
+    data_home = environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data_home) / "archive-style-gan" / "credentials"
+
+
+def load_identity(args: argparse.Namespace) -> SigningIdentity:
+    try:
+        return identity_from_environment(os.environ) or local_identity(
+            args.credentials or default_credentials_dir(os.environ))
+    except CredentialsError as error:
+        raise UsageError(f"no usable signing identity: {error}") from error
 
 
 def distributed_rank(environ: Mapping[str, str]) -> tuple[int, int]:
@@ -148,8 +192,9 @@ def collect_inputs(specs: list[str], exclude: Path) -> tuple[list[Path], list[tu
 
 
 def resolve_style(stylizer: Stylizer, specs: list[str], weights: list[float] | None,
-                  mode: str) -> tuple[Style, list[dict[str, object]]]:
-    """--style/--weight -> (a style for `Stylizer.stylize`, its description for `provenance.new_record`)."""
+                  mode: str) -> tuple[Style, list[dict[str, object]], list[Ingredient]]:
+    """--style/--weight -> (a style for `Stylizer.stylize`, its description for `provenance.new_record`,
+    its ingredients for the Content Credentials)."""
     if weights is None:
         weights = [1.0] * len(specs)
     if len(weights) != len(specs):
@@ -158,6 +203,7 @@ def resolve_style(stylizer: Stylizer, specs: list[str], weights: list[float] | N
         raise UsageError(f"style weights must be ≥ 0 with a positive sum, got {weights}")
     sources: list[tuple[str | Image.Image, float]] = []
     described: list[dict[str, object]] = []
+    ingredients: list[Ingredient] = []
     for spec, weight in zip(specs, weights):
         path = Path(spec)
         if path.is_file():
@@ -168,6 +214,7 @@ def resolve_style(stylizer: Stylizer, specs: list[str], weights: list[float] | N
                 raise UsageError(f"style image {error}") from error
             sources.append((image, weight))
             described.append({"image": path.name, "sha256": sha256_bytes(data), "weight": weight})
+            ingredients.append(Ingredient(path.name, data, weight=weight))
         elif spec in stylizer.presets:
             if mode == "optimize":
                 raise UsageError(f"preset {spec!r} is a style code for the feed-forward network; "
@@ -175,11 +222,12 @@ def resolve_style(stylizer: Stylizer, specs: list[str], weights: list[float] | N
             preset = stylizer.presets[spec]
             sources.append((spec, weight))
             described.append({"preset": spec, "title": preset.label, "license": preset.license, "weight": weight})
+            ingredients.append(preset_ingredient(spec, preset, weight))
         else:
             raise UsageError(f"--style {spec!r} is neither an image file nor a preset of this model "
                              "(`python -m stylegan presets` lists them)")
     style = sources[0][0] if len(sources) == 1 else sources
-    return style, described
+    return style, described, ingredients
 
 
 def output_name(source: Path, number: int, suffix: str) -> str:
@@ -221,6 +269,8 @@ class Job:
     seed: int | None
     out_dir: Path
     format: str
+    identity: SigningIdentity
+    style_ingredients: tuple[Ingredient, ...]
 
     @property
     def settings(self) -> dict[str, object]:
@@ -259,6 +309,7 @@ def stylize_one(stylizer: Stylizer, path: Path, job: Job, progress: ProgressCall
             continue
         try:
             return save_with_provenance(stylized, candidate, record, overwrite=False,
+                                        signing=Signing(job.identity, data, job.style_ingredients),
                                         **SAVE_OPTIONS.get(job.format, {}))
         except FileExistsError:
             continue  # taken meanwhile (another rank), or its sidecar exists: try the next name
@@ -280,19 +331,20 @@ def run_stylize(args: argparse.Namespace) -> int:
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"--out {out_dir} is an existing file; it must be a folder (inputs are never overwritten)")
     rank, world = distributed_rank(os.environ)
+    identity = load_identity(args)
     inputs, failures = collect_inputs(args.inputs, exclude=out_dir)
     if rank != 0:
         failures = []  # inputs that could not be found are reported once, by rank 0
     inputs = inputs[rank::world]
     stylizer = load_stylizer(args)
-    style, style_description = resolve_style(stylizer, args.style, args.weight, args.mode)
+    style, style_description, style_ingredients = resolve_style(stylizer, args.style, args.weight, args.mode)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UsageError(f"cannot create --out {out_dir}: {error}") from error
     job = Job(style, style_description, args.strength, args.preserve_color, args.max_long_side,
-              args.texture_side or None, args.mode, steps,
-              args.seed, out_dir, args.format)
+              args.texture_side or None, args.mode, steps, args.seed, out_dir, args.format, identity,
+              tuple(style_ingredients))
 
     written = 0
     label = f"rank {rank}/{world}" if world > 1 else "stylize"
@@ -335,10 +387,34 @@ def run_presets(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def run_verify(args: argparse.Namespace) -> int:
+    anchors = None
+    if args.trust_anchors is not None:
+        try:
+            anchors = checked_trust_anchors(args.trust_anchors.read_bytes(), str(args.trust_anchors))
+        except (OSError, CredentialsError) as error:
+            raise UsageError(f"--trust-anchors: {error}") from error
+    reports = {}
+    for path in args.files:
+        try:
+            reports[str(path)] = read_credentials(path.read_bytes(), trust_anchors=anchors)
+        except OSError as error:
+            reports[str(path)] = CredentialsReport("unreadable", f"Unreadable: {error.strerror or error}.")
+    if args.json:
+        print(json.dumps({name: report.to_dict() for name, report in reports.items()}, indent=2, ensure_ascii=False))
+    else:
+        for name, report in reports.items():
+            print(f"{name}: {report.text()}")
+    return EXIT_OK if all(report.valid for report in reports.values()) else EXIT_FAILURES
+
+
+COMMANDS = {"stylize": run_stylize, "presets": run_presets, "verify": run_verify}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return run_stylize(args) if args.command == "stylize" else run_presets(args)
+        return COMMANDS[args.command](args)
     except UsageError as error:
         print(f"python -m stylegan {args.command}: error: {error}", file=sys.stderr)
         return EXIT_USAGE

@@ -9,12 +9,16 @@ Layout under one root directory (nothing else is written there):
     thumbnails/presets/             model-rendered preset thumbnails (see `thumbnails.py`)
     exports/                        ZIP exports, kept for an hour
     tmp/                            files being written
+    credentials/                    the self-issued signing identity, made on first use when no
+                                    institution's identity is given (never served)
 
 Files are written to tmp/ and renamed into place inside the transaction that records them;
 a deleted entry's row is forgotten first and its files unlinked after that has committed. A
 crash therefore leaves at most unreferenced files, which `sweep_orphans` (run whenever an
 archive is opened) removes, never an entry without its files. An original shared by several
 entries stays until the last of them is deleted.
+
+Every result is signed with Content Credentials (`credentials.py`) by the archive's identity.
 
 How a result was made (style, strength, settings, seed, model) is its `ProvenanceRecord`,
 stored as JSON and exposed as SQL columns generated from it, so the catalogue and the
@@ -41,11 +45,13 @@ from pathlib import Path
 
 from PIL import Image
 
+from .credentials import Ingredient, Signing, SigningIdentity, local_identity
 from .provenance import ProvenanceRecord, encode_image, sha256_bytes
 from .thumbnails import downscale_rgb
 
 DATABASE_FILE = "archive.sqlite3"
 ORIGINALS, RESULTS, THUMBNAILS, EXPORTS, TMP = "originals", "results", "thumbnails", "exports", "tmp"
+CREDENTIALS = "credentials"
 PRESET_THUMBNAILS = f"{THUMBNAILS}/presets"
 THUMBNAIL_SIDE = 512
 TMP_GRACE_SECONDS = 3600  # a sweep leaves younger temporary files alone: another process may be writing them
@@ -211,9 +217,12 @@ class Entry:
 
 class Archive:
     """A persistent archive rooted at one directory. Safe to use from several threads (one
-    SQLite connection per operation); one process should own an archive directory."""
+    SQLite connection per operation); one process should own an archive directory.
 
-    def __init__(self, root: str | os.PathLike) -> None:
+    Results are signed by `identity`, by default the archive's own self-issued one (made in
+    credentials/ on first use)."""
+
+    def __init__(self, root: str | os.PathLike, identity: SigningIdentity | None = None) -> None:
         self.root = Path(root).resolve()
         for folder in (ORIGINALS, RESULTS, THUMBNAILS, PRESET_THUMBNAILS, EXPORTS, TMP):
             (self.root / folder).mkdir(parents=True, exist_ok=True)
@@ -230,6 +239,7 @@ class Archive:
                     connection.execute(statement)
                 connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         self.sweep_orphans()
+        self.identity = identity or local_identity(self.root / CREDENTIALS)
 
     # -- paths ------------------------------------------------------------------------------
     def path(self, relative: str) -> Path:
@@ -246,8 +256,9 @@ class Archive:
 
     # -- entries ----------------------------------------------------------------------------
     def add(self, original: bytes, result: Image.Image, record: ProvenanceRecord,
-            catalogue: Catalogue = Catalogue()) -> Entry:
-        """Store `original` (exactly these bytes) and `result` (PNG with `record` embedded)."""
+            catalogue: Catalogue = Catalogue(), styles: Sequence[Ingredient] = ()) -> Entry:
+        """Store `original` (exactly these bytes) and `result` (PNG with `record` embedded, signed
+        with Content Credentials naming `original` and the `styles` it was made with)."""
         digest = sha256_bytes(original)
         if record.source_sha256 != digest:
             raise ArchiveError(f"the provenance record names source {record.source_sha256[:12]}…, "
@@ -255,7 +266,8 @@ class Archive:
         entry_id = secrets.token_hex(8)
         entry = Entry(entry_id, catalogue, record, f"{ORIGINALS}/{digest[:2]}/{digest}{_image_suffix(original)}",
                       *result.size)
-        staged = {self.path(entry.result_file): encode_image(result, record),
+        signing = Signing(self.identity, original, tuple(styles))
+        staged = {self.path(entry.result_file): encode_image(result, record, signing=signing),
                   self.path(entry.thumbnail_file): _jpeg(downscale_rgb(result, THUMBNAIL_SIDE)),
                   self.path(entry.original_file): original}
         temporaries = {final: self._write_temporary(data) for final, data in staged.items()}

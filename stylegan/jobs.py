@@ -18,6 +18,7 @@ from PIL import Image
 
 from .archive import Archive, ArchiveError, Catalogue, Entry
 from .batch import BatchItem, Refusal, UnreadableMember
+from .credentials import CredentialsError, Ingredient, preset_ingredient
 from .images import ImageError, open_image
 from .inference import DEFAULT_TEXTURE_SIDE, MIN_TEXTURE_SIDE, ProgressCallback, Style, Stylizer
 from .postprocess import PostProcess
@@ -61,6 +62,13 @@ class StyleChoice:
         decoded = [(open_image(image.data, name=f"style image {image.name}"), image.weight) for image in used]
         description = [(f"sha256:{sha256_bytes(image.data)}", image.weight) for image in used]
         return (decoded[0][0] if len(decoded) == 1 else decoded), description
+
+    def ingredients(self, stylizer: Stylizer) -> tuple[Ingredient, ...]:
+        """The styles as a result's Content Credentials name them."""
+        if self.preset is not None:
+            return (preset_ingredient(self.preset, stylizer.presets.get(self.preset)),)
+        return tuple(Ingredient(image.name, image.data, weight=image.weight) for image in self.images
+                     if image.weight > 0)
 
 
 @dataclass(frozen=True)
@@ -119,7 +127,8 @@ def stylize_and_archive(stylizer: Stylizer, archive: Archive, original: bytes, o
     record = new_record(source_sha256=sha256_bytes(original), source_name=original_name,
                         model_info=stylizer.model_info, style=style_description, style_strength=settings.strength,
                         settings=settings.record_settings(), seed=settings.seed)
-    return Job(archive.add(original, result, record, catalogue), content, result, settings)
+    entry = archive.add(original, result, record, catalogue, style.ingredients(stylizer))
+    return Job(entry, content, result, settings)
 
 
 def _run_directly(stylizer: Stylizer) -> RunFunction:
@@ -162,7 +171,7 @@ def stylize_batch(stylizer: Stylizer, archive: Archive, items: Sequence[BatchIte
         try:
             job = stylize_and_archive(stylizer, archive, item.read(), PurePath(item.name).name, style, settings,
                                       item_catalogue, run=run, progress=item_progress)
-        except (ImageError, ArchiveError, UnreadableMember, OSError) as error:
+        except (ImageError, ArchiveError, UnreadableMember, CredentialsError, OSError) as error:
             refused.append(Refusal(item.name, str(error)))
             continue
         entries.append(job.entry)

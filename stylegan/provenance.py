@@ -2,7 +2,9 @@
 
 The record is embedded as XMP (written by exiv2 through pyexiv2) in PNG, JPEG, WebP and TIFF,
 and, in PNG, also as a readable `provenance` iTXt chunk of JSON; `save_with_provenance` writes
-the same record as a sidecar `<file>.json`. The XMP carries the IPTC digital source type
+the same record as a sidecar `<file>.json`. On top of that, every encoded file is signed with
+Content Credentials (a C2PA manifest naming the original, the styles and the record; see
+`credentials.py`). The XMP carries the IPTC digital source type
 "trainedAlgorithmicMedia", a plain-language dc:description ("AI-generated derivative of ...;
 not a work by the original artist"), dc:source (the source's name), dc:relation
 ("isVersionOf:sha256:<hex>") and every field of the record in the `asg` namespace.
@@ -33,6 +35,7 @@ import pyexiv2
 from PIL import Image, PngImagePlugin
 
 from . import __version__
+from .credentials import Ingredient, Signing, sign
 
 if TYPE_CHECKING:
     from .inference import ModelInfo
@@ -267,10 +270,15 @@ def _normalise_format(format: str) -> str:
         raise ValueError(f"cannot embed provenance in {format!r}; use one of PNG, JPEG, WEBP, TIFF") from None
 
 
-def encode_image(image: Image.Image, record: ProvenanceRecord, format: str = "PNG", **save_options) -> bytes:
+def encode_image(image: Image.Image, record: ProvenanceRecord, format: str = "PNG", *, signing: Signing,
+                 **save_options) -> bytes:
     """`image` encoded as `format` (PNG, JPEG, WEBP, TIFF) with `record` embedded as XMP (and, in
-    PNG, as a `provenance` iTXt chunk of JSON). Any XMP the image carried is replaced."""
+    PNG, as a `provenance` iTXt chunk of JSON), then signed: a C2PA manifest naming `signing`'s
+    original and styles and holding the record. Any XMP the image carried is replaced."""
     format = _normalise_format(format)
+    if sha256_bytes(signing.original) != record.source_sha256:
+        raise ValueError(f"the original to sign with hashes to {sha256_bytes(signing.original)[:12]}…, but the "
+                         f"provenance record names source {record.source_sha256[:12]}…")
     if "xmp" in save_options:
         raise ValueError("encode_image writes the XMP itself; pass the record instead of xmp=")
     if format == "PNG":
@@ -290,11 +298,15 @@ def encode_image(image: Image.Image, record: ProvenanceRecord, format: str = "PN
         try:
             metadata.clear_xmp()
             metadata.modify_xmp(_xmp_values(record))
-            return metadata.get_bytes()
+            encoded = metadata.get_bytes()
         except RuntimeError as error:  # e.g. JPEG's XMP segment holds at most 64 KiB
             raise ValueError(f"cannot embed this provenance in {format}: {error}") from error
         finally:
             metadata.close()
+    return sign(encoded, format, signing.identity, title=f"AI-stylised derivative of {record.source_name}",
+                description=statement(record), digital_source_type=record.digital_source_type,
+                provenance=record.to_dict(), parent=Ingredient(record.source_name, signing.original),
+                components=signing.styles)
 
 
 def _png_text(data: bytes, keyword: bytes) -> str | None:
@@ -373,9 +385,10 @@ def _place(path: Path, data: bytes, overwrite: bool) -> None:
 
 
 def save_with_provenance(image: Image.Image, path: str | os.PathLike, record: ProvenanceRecord, *,
-                         overwrite: bool = False, **save_options) -> Path:
-    """Write `image` to `path` (format from the suffix) with `record` embedded, and the record as
-    the sidecar `<path>.json`. Raises FileExistsError if either exists, unless `overwrite`."""
+                         signing: Signing, overwrite: bool = False, **save_options) -> Path:
+    """Write `image` to `path` (format from the suffix) with `record` embedded and signed (see
+    `encode_image`), and the record as the sidecar `<path>.json`. Raises FileExistsError if either
+    exists, unless `overwrite`."""
     path = Path(path)
     try:
         format = SUFFIX_FORMATS[path.suffix.lower()]
@@ -387,7 +400,7 @@ def save_with_provenance(image: Image.Image, path: str | os.PathLike, record: Pr
         for existing in (path, sidecar):
             if existing.exists():
                 raise FileExistsError(f"{existing} already exists; pass overwrite=True to replace it")
-    encoded = encode_image(image, record, format, **save_options)
+    encoded = encode_image(image, record, format, signing=signing, **save_options)
     sidecar_json = (json.dumps(record.to_dict(), ensure_ascii=False, indent=2) + "\n").encode("utf-8")
     _place(sidecar, sidecar_json, overwrite)  # the sidecar first: whoever sees the image finds its record
     try:

@@ -1,26 +1,39 @@
-"""`python -m stylegan`: batch inputs, styles and weights, failures, no overwrites, provenance, torchrun split."""
+"""`python -m stylegan`: batch inputs, styles and weights, failures, no overwrites, provenance, torchrun split,
+signed Content Credentials and `verify`."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import c2pa
 import numpy as np
 import pytest
 from PIL import Image
 
-from stylegan.__main__ import UsageError, collect_inputs, distributed_rank, output_name
+from stylegan.__main__ import UsageError, collect_inputs, default_credentials_dir, distributed_rank, output_name
+from stylegan.credentials import ENV_CERTS, ENV_KEY, SHA256_METADATA
 from stylegan.provenance import read_provenance
 
 REPO = Path(__file__).resolve().parents[1]
 PRESET = "hokusai_great_wave_off_kanagawa"
 
 
+@pytest.fixture(autouse=True)
+def credentials_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The command line's self-issued identity lives under XDG_DATA_HOME: one for this session's tests."""
+    home = tmp_path_factory.getbasetemp() / "xdg-data"
+    monkeypatch.setenv("XDG_DATA_HOME", str(home))
+    return home
+
+
 def run_cli(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    environment = {key: value for key, value in os.environ.items() if key not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    environment = {key: value for key, value in os.environ.items()
+                   if key not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", ENV_CERTS, ENV_KEY)}
     environment.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1",
                        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     environment.update(env or {})
@@ -111,6 +124,33 @@ def test_output_carries_provenance(inputs: Path) -> None:
     assert read_provenance(output).to_dict() == record  # embedded in the JPEG too
     assert (out / "a_letter.stylized.jpg.json").exists()
 
+    # Signed Content Credentials, as any C2PA reader sees them.
+    with c2pa.Reader("image/jpeg", io.BytesIO(output.read_bytes())) as reader:
+        assert reader.get_validation_state() == "Valid"
+        failures = reader.get_validation_results()["activeManifest"]["failure"]
+        manifest = reader.get_active_manifest()
+    assert [failure["code"] for failure in failures] == ["signingCredential.untrusted"]  # self-issued
+    assert manifest["signature_info"]["issuer"] == "archive-style GAN (self-issued)"
+    (actions,) = [item["data"]["actions"] for item in manifest["assertions"] if item["label"] == "c2pa.actions.v2"]
+    assert [action["action"] for action in actions] == ["c2pa.opened", "c2pa.filtered"]
+    assert actions[1]["digitalSourceType"].endswith("/trainedAlgorithmicMedia")
+    titles = {relationship: sorted(item["title"] for item in manifest["ingredients"]
+                                   if item["relationship"] == relationship) for relationship in ("parentOf", "componentOf")}
+    assert titles["parentOf"] == ["a_letter.png"] and len(titles["componentOf"]) == 2
+    assert titles["componentOf"][0].startswith(f"preset {PRESET}: Under the Wave") and titles["componentOf"][1] == "style.png"
+    parent = next(item for item in manifest["ingredients"] if item["relationship"] == "parentOf")
+    assert parent["metadata"][SHA256_METADATA] == source_hash
+
+    copy = out / "copy.jpg"  # `verify` says the same, and sees a changed byte of the pixel data
+    data = bytearray(output.read_bytes())
+    data[len(data) - 300] ^= 0x01  # in the entropy-coded scan, which ends the file (before EOI)
+    copy.write_bytes(bytes(data))
+    verified = run_cli("verify", output, copy)
+    assert verified.returncode == 1, verified.stderr
+    assert f"{output}: Valid: unchanged since it was signed by archive-style GAN self-issued signer" in verified.stdout
+    assert f"{copy}: Invalid:" in verified.stdout and "action: c2pa.filtered" in verified.stdout
+    assert run_cli("verify", output).returncode == 0
+
 
 @pytest.mark.slow
 def test_never_overwrites_results_or_inputs(inputs: Path) -> None:
@@ -146,6 +186,12 @@ def test_usage_errors_exit_2(inputs: Path) -> None:
     assert run_cli("stylize", source, "--out", inputs / "o").returncode == 2  # argparse: --style is required
     tiny_texture = run_cli("stylize", source, "--style", PRESET, "--texture-side", "8", "--out", inputs / "o")
     assert tiny_texture.returncode == 2 and "--texture-side must be 0 or at least" in tiny_texture.stderr
+    no_key = run_cli("stylize", source, "--style", PRESET, "--out", inputs / "o",
+                     env={ENV_CERTS: str(inputs / "missing-chain.pem")})
+    assert no_key.returncode == 2 and f"{ENV_CERTS} and {ENV_KEY} go together" in no_key.stderr
+    unreadable = run_cli("stylize", source, "--style", PRESET, "--out", inputs / "o",
+                         env={ENV_CERTS: str(inputs / "missing-chain.pem"), ENV_KEY: str(inputs / "missing-key.pem")})
+    assert unreadable.returncode == 2 and "missing-chain.pem" in unreadable.stderr
     assert not (inputs / "out").exists() and not (inputs / "o").exists()
 
 
@@ -197,6 +243,12 @@ def test_collect_inputs_expands_folders_and_globs(tmp_path: Path) -> None:
     assert [path.relative_to(tmp_path).as_posix() for path in paths] == ["a.JPG", "b.png", "out/old.png", "sub/c.tif"]
     paths, failures = collect_inputs([str(tmp_path / "nothing-here.png")], exclude=tmp_path / "out")
     assert paths == [] and failures == [(str(tmp_path / "nothing-here.png"), "no such file or folder")]
+
+
+def test_the_self_issued_identity_lives_outside_any_output_folder(credentials_home: Path) -> None:
+    assert default_credentials_dir({"XDG_DATA_HOME": str(credentials_home)}) == \
+        credentials_home / "archive-style-gan" / "credentials"
+    assert default_credentials_dir({}) == Path.home() / ".local" / "share" / "archive-style-gan" / "credentials"
 
 
 def test_distributed_rank_and_output_names() -> None:

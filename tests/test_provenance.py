@@ -1,5 +1,6 @@
 """Provenance: the record survives every format embedded and as a sidecar, the XMP declares the
-result AI-generated, hostile strings are escaped, and files are written atomically, never clobbered."""
+result AI-generated, hostile strings are escaped, and files are written atomically, never clobbered.
+(Every encoded file is also signed; its Content Credentials are tested in test_credentials.py.)"""
 from __future__ import annotations
 
 import io
@@ -16,6 +17,7 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 import stylegan
+from stylegan.credentials import Signing, local_identity, read_credentials
 from stylegan.images import open_image
 from stylegan.inference import ModelInfo
 from stylegan.provenance import (
@@ -34,6 +36,11 @@ from tests.imagegen import encode, gradient, png_chunk
 SOURCE = encode(gradient(), "PNG")
 SUFFIXES = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "TIFF": ".tif"}
 HOSTILE = '<script>alert("x")</script> & \'quotes\' "double" ]]><!-- Ünïcödé 日本語 🎨\ttab\nline\r\n  '
+
+
+@pytest.fixture(scope="module")
+def signing(tmp_path_factory) -> Signing:
+    return Signing(local_identity(tmp_path_factory.mktemp("credentials")), SOURCE)
 
 
 def make_record(**changes) -> ProvenanceRecord:
@@ -80,10 +87,10 @@ def without_png_chunk(data: bytes, keyword: bytes) -> bytes:
 
 
 @pytest.mark.parametrize("format", SUFFIXES)
-def test_round_trip_embedded_and_sidecar(tmp_path, format):
+def test_round_trip_embedded_and_sidecar(tmp_path, format, signing):
     record = make_record()
     image = gradient(20, 12)
-    path = save_with_provenance(image, tmp_path / f"result{SUFFIXES[format]}", record)
+    path = save_with_provenance(image, tmp_path / f"result{SUFFIXES[format]}", record, signing=signing)
     assert read_provenance(path) == record
     assert read_provenance(path.read_bytes()) == record
     sidecar = json.loads(sidecar_path(path).read_text(encoding="utf-8"))
@@ -93,23 +100,25 @@ def test_round_trip_embedded_and_sidecar(tmp_path, format):
     assert reopened.size == image.size
     if format in ("PNG", "TIFF"):
         np.testing.assert_array_equal(np.asarray(reopened), np.asarray(image))
+    report = read_credentials(path.read_bytes())  # signed after the XMP went in: the signature covers it
+    assert report.state == "Valid" and report.problems == ()
 
 
-def test_png_carries_readable_json_and_the_same_record_as_xmp():
+def test_png_carries_readable_json_and_the_same_record_as_xmp(signing):
     record = make_record()
-    data = encode_image(gradient(), record, "PNG")
+    data = encode_image(gradient(), record, "PNG", signing=signing)
     with Image.open(io.BytesIO(data)) as image:
         assert json.loads(image.info["provenance"]) == record.to_dict()
         assert "XML:com.adobe.xmp" in image.info  # the standard XMP iTXt chunk
     xmp_only = without_png_chunk(data, b"provenance")
-    assert b"provenance\0" not in xmp_only
+    assert b"iTXtprovenance\0" not in xmp_only
     assert read_provenance(xmp_only) == record
 
 
 @pytest.mark.parametrize("format", SUFFIXES)
-def test_xmp_declares_an_ai_generated_derivative(format):
+def test_xmp_declares_an_ai_generated_derivative(format, signing):
     record = make_record()
-    data = encode_image(gradient(), record, format)
+    data = encode_image(gradient(), record, format, signing=signing)
     xmp = read_xmp(data)
     assert xmp["Xmp.iptcExt.DigitalSourceType"] == TRAINED_ALGORITHMIC_MEDIA
     assert xmp["Xmp.dc.description"] == {
@@ -122,10 +131,10 @@ def test_xmp_declares_an_ai_generated_derivative(format):
 
 
 @pytest.mark.parametrize("format", SUFFIXES)
-def test_hostile_and_long_strings_survive_escaped(tmp_path, format):
+def test_hostile_and_long_strings_survive_escaped(tmp_path, format, signing):
     record = make_record(source_name=HOSTILE, model_repo="r" * 5_000, model_revision=HOSTILE,
                          style="preset:" + HOSTILE, settings={"note": HOSTILE, "long": "é" * 10_000, "nested": [HOSTILE]})
-    path = save_with_provenance(gradient(), tmp_path / f"result{SUFFIXES[format]}", record)
+    path = save_with_provenance(gradient(), tmp_path / f"result{SUFFIXES[format]}", record, signing=signing)
     assert read_provenance(path) == record
     assert json.loads(sidecar_path(path).read_text(encoding="utf-8")) == record.to_dict()
     packet = xmp_packet(path.read_bytes())
@@ -135,15 +144,15 @@ def test_hostile_and_long_strings_survive_escaped(tmp_path, format):
         f"AI-generated derivative of {HOSTILE}; not a work by the original artist".strip()
 
 
-def test_a_record_too_big_for_jpeg_xmp_is_refused_clearly():
+def test_a_record_too_big_for_jpeg_xmp_is_refused_clearly(signing):
     record = make_record(settings={"notes": "x" * 100_000})
     with pytest.raises(ValueError, match="cannot embed this provenance in JPEG"):
-        encode_image(gradient(), record, "JPEG")
+        encode_image(gradient(), record, "JPEG", signing=signing)
     for format in ("PNG", "WEBP", "TIFF"):
-        assert read_provenance(encode_image(gradient(), record, format)) == record
+        assert read_provenance(encode_image(gradient(), record, format, signing=signing)) == record
 
 
-def test_existing_xmp_is_replaced_and_caller_options_are_untouched():
+def test_existing_xmp_is_replaced_and_caller_options_are_untouched(signing):
     stale = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
              '<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:creator><rdf:Seq>'
              '<rdf:li>Katsushika Hokusai</rdf:li></rdf:Seq></dc:creator></rdf:Description></rdf:RDF></x:xmpmeta>')
@@ -151,20 +160,25 @@ def test_existing_xmp_is_replaced_and_caller_options_are_untouched():
     info.add_itxt("XML:com.adobe.xmp", stale)
     info.add_text("Software", "scanner 2.0")
     chunks_before = list(info.chunks)
-    data = encode_image(gradient(), make_record(), "PNG", pnginfo=info)
+    data = encode_image(gradient(), make_record(), "PNG", pnginfo=info, signing=signing)
     assert info.chunks == chunks_before
     xmp = read_xmp(data)
     assert "Xmp.dc.creator" not in xmp and b"Hokusai" not in data
     assert Image.open(io.BytesIO(data)).info["Software"] == "scanner 2.0"
     with pytest.raises(ValueError, match="writes the XMP itself"):
-        encode_image(gradient(), make_record(), "WEBP", xmp=b"<x:xmpmeta/>")
+        encode_image(gradient(), make_record(), "WEBP", xmp=b"<x:xmpmeta/>", signing=signing)
 
 
-def test_unencodable_images_and_formats_are_refused():
+def test_signing_refuses_an_original_the_record_does_not_name(signing):
+    with pytest.raises(ValueError, match="the provenance record names source"):
+        encode_image(gradient(), make_record(), "PNG", signing=Signing(signing.identity, b"another file"))
+
+
+def test_unencodable_images_and_formats_are_refused(signing):
     with pytest.raises(ValueError, match="RGBA image as JPEG"):
-        encode_image(gradient().convert("RGBA"), make_record(), "JPEG")
+        encode_image(gradient().convert("RGBA"), make_record(), "JPEG", signing=signing)
     with pytest.raises(ValueError, match="cannot embed provenance in 'GIF'"):
-        encode_image(gradient(), make_record(), "GIF")
+        encode_image(gradient(), make_record(), "GIF", signing=signing)
 
 
 def test_files_without_provenance_read_as_none():
@@ -179,15 +193,15 @@ def test_files_without_provenance_read_as_none():
 
 # --- writing files -------------------------------------------------------------------------------
 
-def test_atomic_write_leaves_exactly_the_file_and_its_sidecar(tmp_path):
-    path = save_with_provenance(gradient(), tmp_path / "page.stylized.png", make_record())
+def test_atomic_write_leaves_exactly_the_file_and_its_sidecar(tmp_path, signing):
+    path = save_with_provenance(gradient(), tmp_path / "page.stylized.png", make_record(), signing=signing)
     assert path == tmp_path / "page.stylized.png"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["page.stylized.png", "page.stylized.png.json"]
 
 
-def test_failed_writes_leave_nothing_behind(tmp_path, monkeypatch):
+def test_failed_writes_leave_nothing_behind(tmp_path, monkeypatch, signing):
     with pytest.raises(ValueError):
-        save_with_provenance(gradient().convert("RGBA"), tmp_path / "result.jpg", make_record())
+        save_with_provenance(gradient().convert("RGBA"), tmp_path / "result.jpg", make_record(), signing=signing)
     assert list(tmp_path.iterdir()) == []
 
     real_link = os.link
@@ -199,40 +213,40 @@ def test_failed_writes_leave_nothing_behind(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "link", failing_link)
     with pytest.raises(OSError, match="No space left"):
-        save_with_provenance(gradient(), tmp_path / "result.png", make_record())
+        save_with_provenance(gradient(), tmp_path / "result.png", make_record(), signing=signing)
     assert list(tmp_path.iterdir()) == []  # no temporary file, no orphaned sidecar
 
 
-def test_refuses_to_overwrite_unless_asked(tmp_path):
+def test_refuses_to_overwrite_unless_asked(tmp_path, signing):
     first, second = make_record(seed=1), make_record(seed=2)
-    path = save_with_provenance(gradient(), tmp_path / "result.webp", first)
+    path = save_with_provenance(gradient(), tmp_path / "result.webp", first, signing=signing)
     before = path.read_bytes(), sidecar_path(path).read_bytes()
     with pytest.raises(FileExistsError, match="result.webp already exists"):
-        save_with_provenance(gradient(), path, second)
+        save_with_provenance(gradient(), path, second, signing=signing)
     assert (path.read_bytes(), sidecar_path(path).read_bytes()) == before
 
     lone_sidecar = tmp_path / "other.png.json"
     lone_sidecar.write_text("{}")
     with pytest.raises(FileExistsError, match="other.png.json already exists"):
-        save_with_provenance(gradient(), tmp_path / "other.png", second)
+        save_with_provenance(gradient(), tmp_path / "other.png", second, signing=signing)
     assert not (tmp_path / "other.png").exists() and lone_sidecar.read_text() == "{}"
 
-    save_with_provenance(gradient(), path, second, overwrite=True)
+    save_with_provenance(gradient(), path, second, overwrite=True, signing=signing)
     assert read_provenance(path) == second
     assert json.loads(sidecar_path(path).read_text())["seed"] == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["other.png.json", "result.webp", "result.webp.json"]
 
 
-def test_format_comes_from_the_suffix(tmp_path):
-    path = save_with_provenance(gradient(), tmp_path / "RESULT.JPEG", make_record(), quality=90)
+def test_format_comes_from_the_suffix(tmp_path, signing):
+    path = save_with_provenance(gradient(), tmp_path / "RESULT.JPEG", make_record(), quality=90, signing=signing)
     assert Image.open(path).format == "JPEG"
     with pytest.raises(ValueError, match="cannot tell the format"):
-        save_with_provenance(gradient(), tmp_path / "result.bmp", make_record())
+        save_with_provenance(gradient(), tmp_path / "result.bmp", make_record(), signing=signing)
 
 
 # --- the record ----------------------------------------------------------------------------------
 
-def test_new_record_fills_version_time_and_model():
+def test_new_record_fills_version_time_and_model(signing):
     model = ModelInfo(repo="bundled", revision="5f1c0a2b9d3e", weights_sha256=sha256_bytes(b"w"), path="/models/x")
     record = new_record(source_sha256=sha256_bytes(SOURCE), source_name="scan.png", model_info=model,
                         style="preset:wave", style_strength=1, settings={"mode": "feedforward"}, seed=None)
@@ -243,7 +257,7 @@ def test_new_record_fills_version_time_and_model():
     assert abs((datetime.now(UTC) - created).total_seconds()) < 60
     assert record.style_strength == 1.0 and isinstance(record.style_strength, float)
     assert record.digital_source_type == TRAINED_ALGORITHMIC_MEDIA
-    assert read_provenance(encode_image(gradient(), record, "JPEG")) == record  # seed None survives XMP
+    assert read_provenance(encode_image(gradient(), record, "JPEG", signing=signing)) == record  # seed None survives XMP
 
 
 def test_describe_style():
