@@ -5,7 +5,9 @@
 Environment: GRADIO_SERVER_NAME / GRADIO_SERVER_PORT; ARCHIVE_DIR (default ./archive, or
 /data/archive on a Space with persistent storage); STYLE_MODEL_REPO with STYLE_MODEL_REVISION
 (a Hub model, pinned; the bundled model if the Hub cannot be reached); ARCHIVE_AUTH
-("user:password,user2:password2") to require a login.
+("user:password,user2:password2") to require a login; CONTENT_CREDENTIALS_CERTS with
+CONTENT_CREDENTIALS_KEY (an institution's signing identity; else the archive's self-issued one),
+CONTENT_CREDENTIALS_TSA_URL and CONTENT_CREDENTIALS_TRUST_ANCHORS (see stylegan/credentials.py).
 
 This file is layout and wiring only: the work is in `stylegan.jobs` and `stylegan.archive`.
 (No `from __future__ import annotations` here: Gradio reads the API endpoints' types at run time.)
@@ -32,6 +34,13 @@ from PIL import Image
 from stylegan import __version__
 from stylegan.archive import Archive, ArchiveError, Catalogue, Entry, parse_tags
 from stylegan.batch import collect_batch
+from stylegan.credentials import (
+    CredentialsError,
+    CredentialsReport,
+    identity_from_environment,
+    read_credentials,
+    trust_anchors_from_environment,
+)
 from stylegan.inference import DEFAULT_TEXTURE_SIDE, Stylizer
 from stylegan.jobs import Settings, StyleChoice, StyleImage, stylize_and_archive, stylize_batch
 from stylegan.postprocess import PostProcess
@@ -177,6 +186,16 @@ def _markdown_text(text: str) -> str:
     return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~])", r"\\\1", text)
 
 
+def _credentials_markdown(report: CredentialsReport) -> str:
+    """A credentials report as Markdown; every text from the file is shown literally."""
+    heading = {"none": "No Content Credentials", "unreadable": "Unreadable Content Credentials"}.get(
+        report.state, f"Content Credentials: {report.state}")
+    lines = [f"**{heading}**", "", _markdown_text(report.summary), ""]
+    lines += [f"- {_markdown_text(line)}" for line in report.details]
+    lines += [f"- problem: {_markdown_text(problem)}" for problem in report.problems]
+    return "\n".join(lines)
+
+
 def _caption(entry: Entry) -> str:
     mark = "✓ " if entry.catalogue.approved else ""
     return f"{mark}{entry.catalogue.title or entry.record.source_name} · {entry.created[:10]}"
@@ -185,9 +204,10 @@ def _caption(entry: Entry) -> str:
 class Handlers:
     """Event handlers: convert between components and the library. Nothing here is stateful."""
 
-    def __init__(self, stylizer: Stylizer, archive: Archive) -> None:
+    def __init__(self, stylizer: Stylizer, archive: Archive, trust_anchors: bytes | None = None) -> None:
         self.stylizer = stylizer
         self.archive = archive
+        self.trust_anchors = trust_anchors  # roots that verification trusts (PEM); None: none
         self.preview_dir = Path(tempfile.mkdtemp(prefix="archive-style-previews-"))
 
         @spaces.GPU(duration=GPU_SECONDS)
@@ -223,7 +243,8 @@ class Handlers:
                                   settings, catalogue, run=self.run_on_device, progress=GradioProgress(progress))
         entry = job.entry
         status = (f"Archived as entry `{entry.id}` ({entry.width}×{entry.height}) · "
-                  f"[permalink](?entry={entry.id}) · the download carries the provenance")
+                  f"[permalink](?entry={entry.id}) · the download carries the provenance and signed Content "
+                  "Credentials")
         return (self.preview_files(job.comparison(PREVIEW_SIDE), entry.id), str(self.archive.path(entry.result_file)),
                 entry.to_dict(), status)
 
@@ -301,14 +322,16 @@ class Handlers:
     def detail(self, entry_id):
         """The entry view's components for one entry (hidden when `entry_id` is None)."""
         if entry_id is None:
-            return (gr.Group(visible=False), "", None, None, None, "", "", "", "", "", False, None, None,
+            return (gr.Group(visible=False), "", "", None, None, None, "", "", "", "", "", False, None, None,
                     gr.Row(visible=False))
         entry = self.archive.get(entry_id)
         catalogue = entry.catalogue
         header = (f"### {_markdown_text(catalogue.title or entry.record.source_name)}\n"
                   f"Entry `{entry.id}` · {entry.created} · {entry.width}×{entry.height} · "
                   f"[permalink](?entry={entry.id})")
-        return (gr.Group(visible=True), header, str(self.archive.path(entry.thumbnail_file)),
+        report = read_credentials(self.archive.path(entry.result_file).read_bytes(), trust_anchors=self.trust_anchors)
+        return (gr.Group(visible=True), header, _credentials_markdown(report),
+                str(self.archive.path(entry.thumbnail_file)),
                 str(self.archive.path(entry.result_file)), str(self.archive.path(entry.original_file)),
                 catalogue.title, catalogue.source_id, catalogue.rights, catalogue.notes, ", ".join(catalogue.tags),
                 catalogue.approved, entry.to_dict(), entry.id, gr.Row(visible=False))
@@ -355,6 +378,16 @@ class Handlers:
         return (*self.search_gallery("", "", "", "", "", "any"), *detail,
                 gr.Tabs(selected="archive" if entry_id else "stylize"))
 
+    # Content Credentials tab
+    @refusals_as_errors
+    def credentials(self, file) -> tuple[str, dict]:
+        """The Content Credentials of an uploaded image: validation state in words, and the manifest store."""
+        path = _file_path(file)
+        if path is None:
+            raise ValueError("upload an image to see its Content Credentials")
+        report = read_credentials(Path(path).read_bytes(), trust_anchors=self.trust_anchors)
+        return f"`{_markdown_text(_file_name(file))}`\n\n{_credentials_markdown(report)}", report.to_dict()
+
     def preset_gallery(self):
         """Preset thumbnails, rendered by the model on first use and cached in the archive."""
         paths = self.render_presets()
@@ -399,10 +432,11 @@ class Handlers:
 
 
 # -- layout --------------------------------------------------------------------------------------
-def _model_line(stylizer: Stylizer) -> str:
+def _model_line(stylizer: Stylizer, archive: Archive) -> str:
     info = stylizer.model_info
     return (f"Model `{info.repo}` at revision `{info.revision}` (weights SHA-256 `{info.weights_sha256[:16]}…`) "
-            f"on {stylizer.device.type} · archive-style GAN {__version__}")
+            f"on {stylizer.device.type} · archive-style GAN {__version__} · results signed with Content Credentials "
+            f"by {_markdown_text(archive.identity.describe())}")
 
 
 def _catalogue_fields(with_title: bool) -> list[gr.components.Component]:
@@ -418,14 +452,15 @@ def _catalogue_fields(with_title: bool) -> list[gr.components.Component]:
     return fields
 
 
-def build_demo(stylizer: Stylizer, archive: Archive, *, model_notice: str = "") -> gr.Blocks:
-    handlers = Handlers(stylizer, archive)
+def build_demo(stylizer: Stylizer, archive: Archive, *, model_notice: str = "",
+               trust_anchors: bytes | None = None) -> gr.Blocks:
+    handlers = Handlers(stylizer, archive, trust_anchors)
     archive_events = {"concurrency_limit": ARCHIVE_CONCURRENCY, "concurrency_id": "archive"}
     private = {"api_visibility": "private", **archive_events}
     with gr.Blocks(title="archive-style GAN", delete_cache=(3600, 3600)) as demo:
         gr.Markdown("# archive-style GAN\nStyle transfer for digitised archive images. Every result is archived "
                     "with its untouched original and a record of how it was made.")
-        gr.Markdown(_model_line(stylizer), elem_id="model-info")
+        gr.Markdown(_model_line(stylizer, archive), elem_id="model-info")
         if model_notice:
             gr.Markdown(f"⚠️ {model_notice}", elem_id="model-notice")
         with gr.Tabs(selected="stylize") as tabs:
@@ -467,8 +502,8 @@ def build_demo(stylizer: Stylizer, archive: Archive, *, model_notice: str = "") 
                     run = gr.Button("Stylize and archive", variant="primary", elem_id="stylize-button")
                 with gr.Column():
                     comparison = gr.ImageSlider(label="Before / after", type="pil", elem_id="comparison")
-                    result_file = gr.File(label="Full-resolution result (PNG with embedded provenance)",
-                                          elem_id="result-file")
+                    result_file = gr.File(label="Full-resolution result (PNG with embedded provenance and signed "
+                                                "Content Credentials)", elem_id="result-file")
                     status = gr.Markdown(label="Status", elem_id="stylize-status")
                     result_entry = gr.JSON(label="Archive entry", open=False)
             with gr.Tab("Batch", id="batch"):
@@ -498,6 +533,7 @@ def build_demo(stylizer: Stylizer, archive: Archive, *, model_notice: str = "") 
                 selected = gr.State(None)
                 with gr.Group(visible=False, elem_id="entry-detail") as detail_group:
                     detail_header = gr.Markdown(elem_id="entry-header")
+                    detail_credentials = gr.Markdown(elem_id="entry-credentials")
                     with gr.Row():
                         detail_image = gr.Image(label="Result", interactive=False, height=360)
                         with gr.Column():
@@ -522,11 +558,18 @@ def build_demo(stylizer: Stylizer, archive: Archive, *, model_notice: str = "") 
                                           info="where the unpacked ZIP will be published (default: this app)")
                     export_button = gr.Button("Export ZIP")
                     export_file = gr.File(label="Export")
+            with gr.Tab("Content Credentials", id="credentials"):
+                gr.Markdown("Upload a result, or any image signed with C2PA Content Credentials, to see what its "
+                            "credentials say and whether they hold. This archive signs with "
+                            f"{_markdown_text(archive.identity.describe())}.")
+                credentials_file = gr.File(label="Image to check", file_types=["image"], elem_id="credentials-file")
+                credentials_summary = gr.Markdown(elem_id="credentials-summary")
+                credentials_report = gr.JSON(label="Report and manifest store", open=False)
 
         settings_inputs = [style_source, preset, *style_inputs, strength, preserve_color, max_long_side, contrast,
                            *crops, seed]
-        detail_outputs = [detail_group, detail_header, detail_image, result_download, original_download,
-                          *edit_fields, provenance, selected, confirm_row]
+        detail_outputs = [detail_group, detail_header, detail_credentials, detail_image, result_download,
+                          original_download, *edit_fields, provenance, selected, confirm_row]
         gallery_outputs = [gallery, ids, count, export_ids]
         search_inputs = [search_text, search_tag, search_style, date_from, date_to, approved_filter]
 
@@ -550,6 +593,8 @@ def build_demo(stylizer: Stylizer, archive: Archive, *, model_notice: str = "") 
         cancel.click(lambda: gr.Row(visible=False), None, confirm_row, **private)
         confirm.click(handlers.delete_selected, selected, detail_outputs, **private
                       ).success(handlers.search_gallery, search_inputs, gallery_outputs, **private)
+        credentials_file.upload(handlers.credentials, credentials_file, [credentials_summary, credentials_report],
+                                api_name="credentials", preprocess=False, **archive_events)
         export_button.click(handlers.export, [export_ids, include_originals, include_unapproved, base_url],
                             export_file, api_name="export", **archive_events)
         demo.load(handlers.page_load, None, [*gallery_outputs, *detail_outputs, tabs],
@@ -568,11 +613,15 @@ def build_demo(stylizer: Stylizer, archive: Archive, *, model_notice: str = "") 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own start-up checks, one line per request
+    try:  # a bad signing identity or trust list stops the app here, before it serves anything
+        identity, trust_anchors = identity_from_environment(os.environ), trust_anchors_from_environment(os.environ)
+        archive = Archive(archive_dir(), identity=identity)
+    except CredentialsError as error:
+        raise SystemExit(f"Content Credentials: {error}") from error
     stylizer, notice = load_stylizer()
-    archive = Archive(archive_dir())
-    log.info("serving %s@%s on %s; archive in %s", stylizer.model_info.repo, stylizer.model_info.revision,
-             stylizer.device, archive.root)
-    build_demo(stylizer, archive, model_notice=notice).launch(**launch_options(archive))
+    log.info("serving %s@%s on %s; archive in %s; signing as %s", stylizer.model_info.repo,
+             stylizer.model_info.revision, stylizer.device, archive.root, archive.identity.describe())
+    build_demo(stylizer, archive, model_notice=notice, trust_anchors=trust_anchors).launch(**launch_options(archive))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import uuid
 import zipfile
 from pathlib import Path
 
+import c2pa
 import httpx
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from PIL import Image
 
 import app
 from stylegan.archive import Archive
+from stylegan.credentials import ENV_CERTS, ENV_KEY, KEY_FILE, SHA256_METADATA, WEIGHT_METADATA
 from stylegan.inference import Stylizer
 from stylegan.jobs import ScaledProgress
 from stylegan.provenance import read_provenance, sha256_bytes
@@ -188,6 +190,50 @@ def test_export_zip_holds_approved_entries_with_dublin_core_and_iiif(served):
         assert json.loads(bundle.read("manifest.json"))["id"] == "https://example.org/pub/manifest.json"
 
 
+def c2pa_manifest(data: bytes) -> tuple[str, list[str], dict]:
+    """(validation state, codes of the failed checks, active manifest) as c2pa itself reads a PNG."""
+    with c2pa.Reader("image/png", io.BytesIO(data)) as reader:
+        failures = reader.get_validation_results()["activeManifest"]["failure"]
+        return reader.get_validation_state(), [failure["code"] for failure in failures], reader.get_active_manifest()
+
+
+def test_a_downloaded_result_verifies_and_the_app_shows_its_credentials(served, tmp_path):
+    _, client, archive, images, url = served
+    style_a, style_b = (gradio_client.handle_file(str(images[name])) for name in ("style_a", "style_b"))
+    _, result, entry, _ = stylize(client, images["scan"], style_source="images", style_image_1=style_a,
+                                  style_weight_1=1.0, style_image_2=style_b, style_weight_2=0.5, approved=True)
+    downloaded = Path(result).read_bytes()  # what gradio_client fetched over HTTP
+    state, failures, manifest = c2pa_manifest(downloaded)
+    assert state == "Valid" and failures == ["signingCredential.untrusted"]  # the archive's self-issued identity
+    (actions,) = [item["data"]["actions"] for item in manifest["assertions"] if item["label"] == "c2pa.actions.v2"]
+    assert [action["action"] for action in actions] == ["c2pa.opened", "c2pa.filtered"]
+    assert actions[1]["digitalSourceType"] == "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
+    ingredients = {item["title"]: item for item in manifest["ingredients"]}
+    assert ingredients["scan.png"]["relationship"] == "parentOf"
+    assert ingredients["scan.png"]["metadata"][SHA256_METADATA] == sha256_bytes(images["scan"].read_bytes())
+    assert [(ingredients[name]["relationship"], ingredients[name]["metadata"][WEIGHT_METADATA])
+            for name in ("style_a.png", "style_b.png")] == [("componentOf", 1.0), ("componentOf", 0.5)]
+
+    summary, report = client.predict(file=gradio_client.handle_file(result), api_name="/credentials")
+    assert report["state"] == "Valid" and report["valid"] and "Content Credentials: Valid" in summary
+    assert "self\\-issued" in summary and "scan\\.png" in summary  # shown as text, escaped for Markdown
+    tampered = tmp_path / "tampered.png"
+    pixels = bytearray(downloaded)
+    pixels[downloaded.rindex(b"IDAT") + 8] ^= 0x01  # a byte of the compressed pixels
+    tampered.write_bytes(bytes(pixels))
+    summary, report = client.predict(file=gradio_client.handle_file(str(tampered)), api_name="/credentials")
+    assert report["state"] == "Invalid" and "Content Credentials: Invalid" in summary
+    _, report = client.predict(file=gradio_client.handle_file(str(images["scan"])), api_name="/credentials")
+    assert report["state"] == "none"
+
+    outputs = run_page_load(url, f"entry={entry['id']}")  # the entry view shows them too
+    assert any("Content Credentials: Valid" in json.dumps(value) for value in outputs)
+    zip_path = client.predict(entry_ids=[entry["id"]], api_name="/export")
+    with zipfile.ZipFile(zip_path) as bundle:  # exported byte for byte: the manifest holds
+        assert bundle.read(entry["files"]["result"]) == downloaded
+    assert archive.path(entry["files"]["result"]).read_bytes() == downloaded
+
+
 def run_page_load(url: str, query: str) -> list:
     """What the browser does on opening `url?query`: the load event, with the page's query string."""
     config = httpx.get(url + "config").json()
@@ -260,7 +306,7 @@ def test_files_are_served_from_the_archive_only(served):
     demo, _, archive, _, url = served
     assert sorted(demo.allowed_paths) == sorted(str(path) for path in archive.served_dirs)
     assert demo.max_file_size == 300 * 1024 * 1024
-    for secret in (archive.database, Path(__file__)):
+    for secret in (archive.database, archive.root / "credentials" / KEY_FILE, Path(__file__)):
         assert httpx.get(f"{url}gradio_api/file={secret}").status_code in (403, 404)
 
 
@@ -308,9 +354,22 @@ def test_unreachable_hub_falls_back_to_the_bundled_model(monkeypatch, tmp_path):
     demo = app.build_demo(stylizer, Archive(tmp_path / "archive"), model_notice=notice)
     shown = " ".join(block.value or "" for block in demo.blocks.values() if isinstance(block, app.gr.Markdown))
     assert "could not be reached" in shown and f"`bundled` at revision `{stylizer.model_info.revision}`" in shown
+    assert "signed with Content Credentials by a self\\-issued identity" in shown
     monkeypatch.delenv("STYLE_MODEL_REVISION")
     with pytest.raises(SystemExit, match="STYLE_MODEL_REVISION"):
         app.load_stylizer()
+
+
+@pytest.mark.slow
+def test_a_broken_signing_identity_stops_the_app_at_start_up(tmp_path):
+    env = {**os.environ, "ARCHIVE_DIR": str(tmp_path / "archive"), ENV_CERTS: str(tmp_path / "chain.pem"),
+           ENV_KEY: str(tmp_path / "key.pem"), "GRADIO_SERVER_PORT": str(free_port()), "OMP_NUM_THREADS": "1"}
+    env.pop("STYLE_MODEL_REPO", None)
+    completed = subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True,
+                               timeout=300, check=False)
+    assert completed.returncode == 1
+    assert f"Content Credentials: {ENV_CERTS}: cannot read" in completed.stderr and "chain.pem" in completed.stderr
+    assert "Running on" not in completed.stdout + completed.stderr  # it never served
 
 
 @pytest.mark.slow
