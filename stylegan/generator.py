@@ -56,13 +56,22 @@ class GeneratorConfig:
         return 2 * sum(VGG_CHANNELS[name] for name in self.style_layers)
 
 
-def style_statistics(features: dict[str, Tensor], layers: tuple[str, ...]) -> Tensor:
-    """(B, 2·ΣC): per-channel log1p(mean) and log1p(std) of each layer's ReLU activations."""
-    parts = []
+def channel_moments(features: dict[str, Tensor], layers: tuple[str, ...]) -> dict[str, tuple[Tensor, Tensor]]:
+    """Per layer, the per-channel (mean, std) of (B, C, H, W) activations, each (B, C)."""
+    moments = {}
     for name in layers:
         activations = features[name].flatten(2)
-        parts += [activations.mean(-1), activations.std(-1)]
-    return torch.log1p(torch.cat(parts, dim=1))
+        std, mean = torch.std_mean(activations, dim=-1)
+        moments[name] = (mean, std)
+    return moments
+
+
+def style_statistics(features: dict[str, Tensor], layers: tuple[str, ...],
+                     moments: dict[str, tuple[Tensor, Tensor]] | None = None) -> Tensor:
+    """(B, 2·ΣC): per-channel log1p(mean) and log1p(std) of each layer's ReLU activations
+    (`moments`, from `channel_moments`, when already computed)."""
+    moments = moments or channel_moments(features, layers)
+    return torch.log1p(torch.cat([part for name in layers for part in moments[name]], dim=1))
 
 
 def _conv(in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1) -> nn.Sequential:

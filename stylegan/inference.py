@@ -40,12 +40,14 @@ from .images import (
     upscale_with_detail,
 )
 from .optimize import OPTIMIZE_STYLE_LONG_SIDE, optimize_stylize
-from .presets import PRESET_CODES_FILE, PRESET_INFO_FILE, Preset, load_presets
+from .palette import apply_lut, blend_palettes, fit_lut, palette_of
+from .presets import PRESET_CODES_FILE, PRESET_INFO_FILE, PRESET_PALETTES_FILE, Preset, load_presets
 
 DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
 BUNDLED_REPO = "bundled"
 WEIGHTS_FILE = "model.safetensors"
-MODEL_FILES = ["config.json", WEIGHTS_FILE, PRESET_CODES_FILE, PRESET_INFO_FILE, "README.md", "training.json", "*.png"]
+MODEL_FILES = ["config.json", WEIGHTS_FILE, PRESET_CODES_FILE, PRESET_PALETTES_FILE, PRESET_INFO_FILE, "README.md",
+               "training.json", "*.png"]
 
 # A style: a preset name, a style image, or a list of (preset name or image, weight).
 StyleSource = str | Image.Image
@@ -58,6 +60,16 @@ BACKENDS = ("torch", "onnx")  # onnx: onnxruntime on the CPU, see stylegan/onnx_
 # so a 600-dpi and a 300-dpi scan of one print look alike. None paints at the image's own resolution.
 DEFAULT_TEXTURE_SIDE = 640
 MIN_TEXTURE_SIDE = 64
+PALETTE_BAND_ROWS = 256  # rows per band when a palette table is applied to a large image
+
+
+@dataclass(frozen=True)
+class StyleEntry:
+    """What stylising needs of a style: its code, colourfulness (None: not measured) and palette
+    (None: a preset saved without one, so the network's own colours are kept)."""
+    code: Tensor
+    chroma: float | None
+    palette: Tensor | None
 
 
 @dataclass(frozen=True)
@@ -98,7 +110,8 @@ class Stylizer:
     stats_long_side = 1024  # long side at which normalisation statistics are measured
 
     def __init__(self, generator: Generator, presets: dict[str, Preset] | None = None,
-                 preset_codes: dict[str, Tensor] | None = None, *, model_info: ModelInfo | None = None,
+                 preset_codes: dict[str, Tensor] | None = None, preset_palettes: dict[str, Tensor] | None = None,
+                 *, model_info: ModelInfo | None = None,
                  vgg: VGG19Features | None = None, device: torch.device | str | None = None,
                  backend: str = "torch") -> None:
         self.device = torch.device(device) if device is not None else default_device()
@@ -115,13 +128,14 @@ class Stylizer:
         self.vgg = (vgg or VGG19Features.pretrained()).to(self.device)
         self.presets = dict(presets or {})
         self._preset_codes = {name: code.to(self.device, torch.float32) for name, code in (preset_codes or {}).items()}
+        self._preset_palettes = dict(preset_palettes or {})
         self.model_info = model_info or ModelInfo("unsaved", "none", "", "")
         self._onnx = None
         if backend == "onnx":
             from .onnx_backend import OnnxGenerator  # exports and opens each graph on first use
 
             self._onnx = OnnxGenerator(self.generator, self.model_info.weights_sha256 or None)
-        self._code_cache: OrderedDict[str, tuple[Tensor, float]] = OrderedDict()  # pixel hash -> (code, chroma)
+        self._code_cache: OrderedDict[str, StyleEntry] = OrderedDict()  # pixel hash -> entry
         self._cache_lock = threading.Lock()
 
     # -- loading -----------------------------------------------------------------------------
@@ -157,29 +171,31 @@ class Stylizer:
             hint = f" (found {pickles}: pickle-based weights are refused, convert them to safetensors)" if pickles else ""
             raise ValueError(f"{folder}: no {WEIGHTS_FILE}{hint}")
         generator = Generator.from_pretrained(folder, strict=True)
-        presets, codes = load_presets(folder)
+        presets, codes, palettes = load_presets(folder)
         weights_sha256 = sha256_file(weights)
         # A Hub snapshot folder is named after the commit it holds.
         revision = folder.name if folder.parent.name == "snapshots" else weights_sha256[:12]
-        return cls(generator, presets, codes, model_info=ModelInfo(repo, revision, weights_sha256, str(folder)),
+        return cls(generator, presets, codes, palettes,
+                   model_info=ModelInfo(repo, revision, weights_sha256, str(folder)),
                    device=device, backend=backend)
 
     # -- styles ------------------------------------------------------------------------------
     def style_code(self, style: StyleSource) -> Tensor:
         """(style_dim,) code of a preset name or a style image (cached by pixel hash)."""
-        return self._style_entry(style)[0]
+        return self._style_entry(style).code
 
     def style_chroma(self, style: Style) -> float | None:
         """Colourfulness (`mean_chroma`) of a style, or the weighted mean of a blend's; None where a
         preset was saved without it."""
-        return self._blended(style)[1]
+        return self._blended(style).chroma
 
     @torch.inference_mode()
-    def _style_entry(self, style: StyleSource) -> tuple[Tensor, float | None]:
+    def _style_entry(self, style: StyleSource) -> StyleEntry:
         if isinstance(style, str):
             if style not in self._preset_codes:
                 raise ValueError(f"unknown preset {style!r}; known presets: {sorted(self.presets)}")
-            return self._preset_codes[style], self.presets[style].chroma if style in self.presets else None
+            return StyleEntry(self._preset_codes[style], self.presets[style].chroma if style in self.presets else None,
+                              self._preset_palettes.get(style))
         if not isinstance(style, Image.Image):
             raise TypeError(f"a style is a preset name or a PIL image, got {type(style).__name__}")
         key = image_sha256(style)
@@ -190,7 +206,8 @@ class Stylizer:
         config = self.generator.config
         pixels = resize_long_side(to_tensor(style), config.style_image_size)
         statistics = style_statistics(self.vgg(pixels.to(self.device), config.style_layers), config.style_layers)
-        entry = self.generator.encode_style(statistics.to(self.dtype))[0].float(), mean_chroma(pixels)
+        entry = StyleEntry(self.generator.encode_style(statistics.to(self.dtype))[0].float(), mean_chroma(pixels),
+                           palette_of(pixels)[0])
         with self._cache_lock:
             self._code_cache[key] = entry
             while len(self._code_cache) > 64:
@@ -199,10 +216,10 @@ class Stylizer:
 
     def blended_code(self, style: Style) -> Tensor:
         """One code for a style or a weighted list of styles (weights ≥ 0, normalised to sum 1)."""
-        return self._blended(style)[0]
+        return self._blended(style).code
 
-    def _blended(self, style: Style) -> tuple[Tensor, float | None]:
-        """(code, chroma) of a style or a blend, each style image looked up once."""
+    def _blended(self, style: Style) -> StyleEntry:
+        """The entry of a style or a blend, each style image looked up once."""
         if isinstance(style, (str, Image.Image)):
             return self._style_entry(style)
         if not style:
@@ -212,11 +229,12 @@ class Stylizer:
             raise ValueError(f"style weights must be ≥ 0 with a positive sum, got {weights.tolist()}")
         weights = weights / weights.sum()
         entries = [self._style_entry(source) for source, _ in style]
-        code = weights.to(entries[0][0]) @ torch.stack([entry_code for entry_code, _ in entries])
-        chromas = [chroma for _, chroma in entries]
-        if any(chroma is None for chroma in chromas):
-            return code, None
-        return code, float(sum(weight * chroma for weight, chroma in zip(weights.tolist(), chromas)))
+        code = weights.to(entries[0].code) @ torch.stack([entry.code for entry in entries])
+        chromas = [entry.chroma for entry in entries]
+        chroma = None if None in chromas else float(sum(w * c for w, c in zip(weights.tolist(), chromas)))
+        palettes = [entry.palette for entry in entries]
+        palette = None if any(p is None for p in palettes) else blend_palettes(torch.stack(palettes), weights)
+        return StyleEntry(code, chroma, palette)
 
     # -- stylising ---------------------------------------------------------------------------
     @torch.inference_mode()
@@ -248,28 +266,32 @@ class Stylizer:
             result = optimize_stylize(pixels, _optimize_style_images(style), self.vgg, strength=float(strength),
                                       steps=steps, seed=seed, progress=progress)
         else:
-            style_code, style_chroma = self._blended(style)
-            code = self.generator.blend(style_code[None], float(strength)).to(self.dtype)
-            result = self.stylize_tensor(pixels, code, progress=progress, texture_side=texture_side)
-            if style_chroma is not None:
-                # No more colourful than the style (at strength 1): a monochrome engraving gives a
-                # monochrome result, which the bounded colour transform alone cannot reach.
-                limit_chroma(result, style_chroma, float(strength))
+            entry = self._blended(style)
+            code = self.generator.blend(entry.code[None], float(strength)).to(self.dtype)
+            result = self.stylize_tensor(pixels, code, progress=progress, texture_side=texture_side,
+                                         palette=entry.palette, palette_strength=float(strength))
+            if entry.chroma is not None:
+                # No more colourful than the style (at strength 1): a guarantee on top of the palette
+                # transfer, which matches the style's colours closely but not exactly.
+                limit_chroma(result, entry.chroma, float(strength))
         if preserve_color:
             result = preserve_colors(result, pixels)
         output = to_pil(result, like=content)
         return output if output.size == content.size or max_long_side else output.resize(content.size)
 
     def stylize_tensor(self, pixels: Tensor, code: Tensor, *, progress: ProgressCallback | None = None,
-                       tile_size: int | None = None, texture_side: int | None = None) -> Tensor:
+                       tile_size: int | None = None, texture_side: int | None = None,
+                       palette: Tensor | None = None, palette_strength: float = 1.0) -> Tensor:
         """(1, 3, H, W) in [0, 1] on the CPU -> stylised (1, 3, H, W) float32 on the CPU.
 
         `texture_side`: run the network on the image shrunk to about that² pixels and restore the
-        detail (None: at full resolution, tiled above `whole_image_pixels` or at `tile_size`)."""
+        detail (None: at full resolution, tiled above `whole_image_pixels` or at `tile_size`).
+        `palette` (`stylegan.palette.palette_of` the style): the network's result is moved
+        `palette_strength` of the way onto the style's colour distribution."""
         height, width = pixels.shape[-2:]
         if texture_side is not None and height * width > texture_side ** 2:
             small = resize_to_area(pixels, texture_side)
-            stylized = self.stylize_tensor(small, code)
+            stylized = self.stylize_tensor(small, code, palette=palette, palette_strength=palette_strength)
             if progress:
                 progress(0.9, "restoring full-resolution detail")
             result = upscale_with_detail(stylized, small, pixels)
@@ -282,11 +304,16 @@ class Stylizer:
             whole = tile_size >= max(height, width)
         if whole:
             result = self._run(pixels, code, None)
-            if progress:
-                progress(1.0, "done")
-            return result
-        stats = self._measure_stats(pixels, code)
-        return self._tiled(pixels, code, stats, tile_size, progress)
+        else:
+            result = self._tiled(pixels, code, self._measure_stats(pixels, code), tile_size, progress)
+        if palette is not None and palette_strength > 0:
+            table = fit_lut(result, palette[None])
+            for top in range(0, height, PALETTE_BAND_ROWS):
+                band = result[:, :, top:top + PALETTE_BAND_ROWS]
+                band.copy_(apply_lut(band, table, palette_strength))
+        if progress and whole:
+            progress(1.0, "done")
+        return result
 
     def _run(self, pixels: Tensor, code: Tensor, stats: NormStats | None) -> Tensor:
         height, width = pixels.shape[-2:]

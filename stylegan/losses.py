@@ -35,6 +35,37 @@ def style_loss(features: Mapping[str, Tensor], target_grams: Mapping[str, Tensor
     return total
 
 
+def relative_content_loss(features: Tensor, content_features: Tensor) -> Tensor:
+    """`content_loss` divided by the content features' mean square: about 1 for unrelated features
+    at any layer and any activation scale (caffe-scale VGG activations are in the hundreds)."""
+    return content_loss(features, content_features) / content_features.square().mean().clamp_min(1e-8)
+
+
+def relative_style_loss(features: Mapping[str, Tensor], target_grams: Mapping[str, Tensor]) -> Tensor:
+    """Gram style loss with each layer's weight w_l = 1/‖A_l‖²: per sample and layer ‖G - A‖² / ‖A‖²,
+    averaged over layers and the batch. Every layer counts alike; with 1/C² weights the caffe-scale
+    activations gave relu4_1 ~4,000× the gradient of relu1_1, where colour and fine texture live."""
+    total = features[next(iter(target_grams))].new_zeros(())
+    for name, target in target_grams.items():
+        gram = gram_matrix(features[name])
+        target = target.expand_as(gram)
+        error = (gram - target).square().sum(dim=(1, 2)) / target.square().sum(dim=(1, 2)).clamp_min(1e-8)
+        total = total + error.mean()
+    return total / len(target_grams)
+
+
+def mean_std_loss(features: Mapping[str, Tensor], target_moments: Mapping[str, tuple[Tensor, Tensor]]) -> Tensor:
+    """Style as per-channel mean and standard deviation (Huang & Belongie, 2017), each layer relative
+    to the target's size: ‖μ - μₛ‖² + ‖σ - σₛ‖² over ‖μₛ‖² + ‖σₛ‖², averaged over layers and the batch."""
+    total = features[next(iter(target_moments))].new_zeros(())
+    for name, (target_mean, target_std) in target_moments.items():
+        flat = features[name].flatten(2)
+        error = (flat.mean(-1) - target_mean).square().sum(1) + (flat.std(-1) - target_std).square().sum(1)
+        size = target_mean.square().sum(1) + target_std.square().sum(1)
+        total = total + (error / size.clamp_min(1e-8)).mean()
+    return total / len(target_moments)
+
+
 def total_variation_loss(images: Tensor) -> Tensor:
     """Anisotropic TV: mean |x[i+1] - x[i]| over both image axes."""
     return ((images[..., 1:, :] - images[..., :-1, :]).abs().mean()

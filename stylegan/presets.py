@@ -1,4 +1,4 @@
-"""Named style presets: style codes (safetensors) with attribution (JSON), stored with the model."""
+"""Named style presets: style codes and palettes (safetensors) with attribution (JSON), stored with the model."""
 from __future__ import annotations
 
 import json
@@ -10,6 +10,7 @@ from torch import Tensor
 
 PRESET_CODES_FILE = "presets.safetensors"
 PRESET_INFO_FILE = "presets.json"
+PRESET_PALETTES_FILE = "palettes.safetensors"  # each preset's `stylegan.palette.palette_of` its style image
 
 
 @dataclass(frozen=True)
@@ -28,25 +29,31 @@ class Preset:
         return ", ".join(part for part in parts if part)
 
 
-def save_presets(directory: str | Path, presets: list[Preset], codes: dict[str, Tensor]) -> None:
-    missing = {preset.name for preset in presets} - set(codes)
-    if missing:
-        raise ValueError(f"presets without a style code: {sorted(missing)}")
+def save_presets(directory: str | Path, presets: list[Preset], codes: dict[str, Tensor],
+                 palettes: dict[str, Tensor]) -> None:
+    for kind, values in (("style code", codes), ("palette", palettes)):
+        missing = {preset.name for preset in presets} - set(values)
+        if missing:
+            raise ValueError(f"presets without a {kind}: {sorted(missing)}")
     directory = Path(directory)
-    save_file({preset.name: codes[preset.name].detach().float().cpu().contiguous() for preset in presets},
-              directory / PRESET_CODES_FILE)
+    for values, file in ((codes, PRESET_CODES_FILE), (palettes, PRESET_PALETTES_FILE)):
+        save_file({preset.name: values[preset.name].detach().float().cpu().contiguous() for preset in presets},
+                  directory / file)
     (directory / PRESET_INFO_FILE).write_text(
         json.dumps([asdict(preset) for preset in presets], indent=2, ensure_ascii=False) + "\n")
 
 
-def load_presets(directory: str | Path) -> tuple[dict[str, Preset], dict[str, Tensor]]:
-    """Presets in a model folder ({} when it has none); every preset must have a code."""
+def load_presets(directory: str | Path) -> tuple[dict[str, Preset], dict[str, Tensor], dict[str, Tensor]]:
+    """(presets, codes, palettes) of a model folder (all {} when it has none). Every preset must have a
+    code; palettes may be missing altogether (models exported before palettes), then results keep
+    the network's own colours."""
     directory = Path(directory)
     if not (directory / PRESET_INFO_FILE).exists():
-        return {}, {}
+        return {}, {}, {}
     presets = {entry["name"]: Preset(**entry) for entry in json.loads((directory / PRESET_INFO_FILE).read_text())}
     codes = load_file(directory / PRESET_CODES_FILE)
-    if set(codes) != set(presets):
-        raise ValueError(f"{directory}: presets.json and {PRESET_CODES_FILE} disagree: "
-                         f"{sorted(set(codes) ^ set(presets))}")
-    return presets, codes
+    palettes = load_file(directory / PRESET_PALETTES_FILE) if (directory / PRESET_PALETTES_FILE).exists() else {}
+    for file, values in ((PRESET_CODES_FILE, codes), (PRESET_PALETTES_FILE, palettes or presets)):
+        if set(values) != set(presets):
+            raise ValueError(f"{directory}: presets.json and {file} disagree: {sorted(set(values) ^ set(presets))}")
+    return presets, codes, palettes

@@ -21,18 +21,20 @@ from safetensors.torch import load_file
 from stylegan import Stylizer
 from stylegan.discriminator import Discriminator
 from stylegan.generator import Generator
+from stylegan.palette import PALETTE_ITERATIONS, PALETTE_QUANTILES
 from stylegan.presets import Preset
+from training.batches import build_style_bank, sample_batch, style_view
 from training.checkpoint import list_checkpoints
 from training.config import ADVERSARIAL_KINDS, PRESETS, TrainConfig, load_config
-from training.data import read_folder
+from training.data import hue_saturation_matrix, read_folder
 from training.export import export_model
 from training.model_card import TAGS, presets_table, write_model_card
 from training.steps import discriminator_step, generator_step, training_step
-from training.trainer import NonFiniteLossError, build_style_bank, sample_batch, train
+from training.trainer import NonFiniteLossError, train
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CPU = torch.device("cpu")
-EXPORT_FILES = {"config.json", "model.safetensors", "presets.json", "presets.safetensors", "README.md",
+EXPORT_FILES = {"config.json", "model.safetensors", "presets.json", "presets.safetensors", "palettes.safetensors", "README.md",
                 "sample_grid.png", "losses.png", "training.json"}
 
 
@@ -51,7 +53,7 @@ def data(image_folders, vgg):
     config = tiny()
     contents = read_folder(image_folders.content_dir, round(config.content_long_side * (1 + config.scale_jitter)))
     styles = read_folder(image_folders.style_dir, config.style_long_side)
-    return contents, build_style_bank(styles, vgg, config, torch.Generator().manual_seed(2), CPU)
+    return contents, build_style_bank(styles, vgg, config, CPU)
 
 
 def make_models(config: TrainConfig):
@@ -75,7 +77,7 @@ def test_one_discriminator_step_and_one_generator_step_change_their_networks(dat
     config = tiny()
     contents, bank = data
     generator, discriminator, g_optimizer, d_optimizer = make_models(config)
-    batch = sample_batch(contents, bank, config, torch.Generator().manual_seed(0), CPU)
+    batch = sample_batch(contents, bank, config, torch.Generator().manual_seed(0), CPU, vgg)
     batch = dataclasses.replace(batch, strength=torch.tensor([1.0, 0.0]))  # the style and the identity path
     g_before, d_before = parameters(generator), parameters(discriminator)
 
@@ -107,7 +109,7 @@ def test_training_step_equals_a_discriminator_step_then_a_generator_step(kind, d
     separate, shared = make_models(config), make_models(config)
     separate_rng, shared_rng = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
     for step in range(3):
-        batch = sample_batch(contents, bank, config, torch.Generator().manual_seed(step), CPU)
+        batch = sample_batch(contents, bank, config, torch.Generator().manual_seed(step), CPU, vgg)
         generator, discriminator, g_optimizer, d_optimizer = separate
         expected = discriminator_step(generator, discriminator, d_optimizer, batch, config, separate_rng)
         expected |= generator_step(generator, discriminator, vgg, g_optimizer, batch, config)
@@ -122,7 +124,7 @@ def test_a_few_dozen_generator_steps_on_one_batch_lower_its_loss(data, vgg):
     config = tiny()
     contents, bank = data
     generator, discriminator, g_optimizer, _ = make_models(config)
-    batch = sample_batch(contents, bank, config, torch.Generator().manual_seed(5), CPU)
+    batch = sample_batch(contents, bank, config, torch.Generator().manual_seed(5), CPU, vgg)
     losses = [generator_step(generator, discriminator, vgg, g_optimizer, batch, config)["g_total"]
               for _ in range(30)]
     assert losses[-1] < 0.7 * losses[0], losses
@@ -133,7 +135,7 @@ def test_every_adversarial_loss_runs_a_step(kind, data, vgg):
     config = tiny(adversarial_loss=kind)
     contents, bank = data
     generator, discriminator, g_optimizer, d_optimizer = make_models(config)
-    batch = sample_batch(contents, bank, config, torch.Generator().manual_seed(1), CPU)
+    batch = sample_batch(contents, bank, config, torch.Generator().manual_seed(1), CPU, vgg)
     d_before = parameters(discriminator)
     result = discriminator_step(generator, discriminator, d_optimizer, batch, config, torch.Generator().manual_seed(3))
     result |= generator_step(generator, discriminator, vgg, g_optimizer, batch, config)
@@ -224,20 +226,31 @@ def test_init_from_starts_a_new_run_from_an_exported_model_and_the_card_says_so(
     assert "Trained from scratch" in (export_dir / "README.md").read_text()
 
 
-def test_style_mixing_interpolates_statistics_and_gram_targets(data):
+def test_every_sample_reads_a_fresh_augmented_view_of_its_style(data, vgg):
+    """Targets, code statistics, palette and D's real patches come from per-sample views that differ
+    even for one style image, so no style has a fixed target to memorise."""
     contents, bank = data
-    plain = sample_batch(contents, bank, tiny(batch_size=64), torch.Generator().manual_seed(3), CPU)
-    mixed = sample_batch(contents, bank, tiny(batch_size=64, style_mix_probability=1.0),
-                         torch.Generator().manual_seed(3), CPU)
-    assert torch.equal(mixed.content, plain.content)  # the same draws up to the style choice
-    corners = torch.cat([bank.full_statistics, bank.view_statistics.flatten(0, 1)])
-    off_bank = [not torch.isclose(row, corners).all(1).any() for row in mixed.style_statistics]
-    assert sum(off_bank) > 32  # mixes, not the training styles' own statistics
-    for name, grams in mixed.target_grams.items():
-        low = bank.target_grams[name].amin(0) - 1e-4
-        high = bank.target_grams[name].amax(0) + 1e-4
-        assert ((grams >= low) & (grams <= high)).all(), name  # convex combinations stay in the box
-    assert not torch.equal(mixed.target_grams["relu1_1"], plain.target_grams["relu1_1"])
+    config = tiny(batch_size=16, photo_style_probability=0.0)
+    batch = sample_batch(contents, bank, config, torch.Generator().manual_seed(3), CPU, vgg)
+    assert batch.style_statistics.shape == (16, config.generator.style_statistics_dim)
+    assert batch.palettes.shape[0] == 16 and batch.style_crops.shape == batch.content.shape
+    assert len({tuple(row.tolist()) for row in batch.style_statistics}) == 16  # 3 styles, 16 different views
+    assert set(batch.target_grams) == set(batch.target_moments) == set(config.style_layers)
+    again = sample_batch(contents, bank, config, torch.Generator().manual_seed(3), CPU, vgg)
+    assert torch.equal(again.style_statistics, batch.style_statistics)  # one generator, reproducible
+
+
+def test_hue_rotation_keeps_grey_and_brightness_and_turns_colours():
+    quarter = hue_saturation_matrix(torch.pi / 2, 1.0)
+    grey = torch.tensor([0.3, 0.3, 0.3])
+    assert torch.allclose(quarter @ grey, grey, atol=1e-6)
+    red = torch.tensor([1.0, 0.0, 0.0])
+    assert torch.allclose((quarter @ red).sum(), red.sum(), atol=1e-6)  # mean brightness kept
+    assert torch.allclose(hue_saturation_matrix(2 * torch.pi / 3, 1.0) @ red, torch.tensor([0.0, 1.0, 0.0]), atol=1e-6)
+    assert torch.allclose(hue_saturation_matrix(0.0, 0.0) @ red, torch.full((3,), 1 / 3), atol=1e-6)
+    image = torch.randint(0, 256, (3, 50, 60), dtype=torch.uint8)
+    view = style_view(image, tiny(hue_rotation_probability=1.0), torch.Generator().manual_seed(0))
+    assert view.shape == (3, tiny().style_view_size, tiny().style_view_size) and 0 <= view.min() <= view.max() <= 1
 
 
 @pytest.mark.slow
@@ -347,6 +360,7 @@ def test_export_loads_strictly_with_equal_outputs_and_the_exact_file_set(image_f
     assert waves == Preset("waves", "Test Waves", "Generated Painter", "1901", "generated by tests/conftest.py", "CC0",
                            chroma=waves.chroma)
     assert 0 < waves.chroma < 1  # the style image's colourfulness, for the chroma limit
+    assert stylizer._preset_palettes["waves"].shape == (PALETTE_ITERATIONS, 3, PALETTE_QUANTILES)
     content = torch.rand(1, 3, 36, 44, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected_codes = ema.encode_style(result.style_bank.full_statistics)

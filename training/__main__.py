@@ -14,8 +14,9 @@ from .trainer import NonFiniteLossError, train
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
-    parser.add_argument("--content-dir", type=Path, required=True)
-    parser.add_argument("--style-dir", type=Path, required=True)
+    parser.add_argument("--content-dir", type=Path, nargs="+", required=True, help="one or more folders of contents")
+    parser.add_argument("--style-dir", type=Path, nargs="+", required=True,
+                        help="one or more folders of styles; the first one's styles become the presets")
     parser.add_argument("--run-dir", type=Path, required=True, help="every output of the run goes here")
     parser.add_argument("--config", default="cpu-small", help=f"a preset {sorted(PRESETS)} or a JSON file")
     parser.add_argument("--steps", type=int, help="override the config's number of steps")
@@ -24,7 +25,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="start from an exported model's generator weights (fine-tuning)")
     parser.add_argument("--max-minutes", type=float,
                         help="checkpoint, export and stop after this many minutes (resume later with --resume)")
-    parser.add_argument("--sources", type=Path, help="SOURCES.md with style attribution (default: next to --style-dir)")
+    parser.add_argument("--sources", type=Path,
+                        help="SOURCES.md with the presets' attribution (default: next to the first --style-dir)")
     parser.add_argument("--push-to-hub", metavar="ORG/NAME", help="upload the exported model to this Hub repo")
     parser.add_argument("--tag", help="tag the pushed revision (e.g. v1)")
     parser.add_argument("--private", action="store_true")
@@ -51,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     if int(os.environ.get("RANK", "0")) != 0:
         return 0  # under torchrun every rank holds the same EMA weights; rank 0 alone exports and pushes
     from .export import export_model
-    export_dir = export_model(result, config, args.run_dir, sources=args.sources or args.style_dir.parent / "SOURCES.md")
+    export_dir = export_model(result, config, args.run_dir, preset_dir=args.style_dir[0],
+                              sources=args.sources or args.style_dir[0].parent / "SOURCES.md")
     print(f"exported to {export_dir}")
     if args.push_to_hub:
         from .hub import push_to_hub

@@ -1,7 +1,9 @@
 """Image folders -> random training batches. All randomness comes from one torch.Generator."""
 from __future__ import annotations
 
+import math
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +29,12 @@ def image_paths(directory: str | Path) -> list[Path]:
     if not root.is_dir():
         raise ValueError(f"{directory}: not a directory")
     return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def training_paths(directories: Iterable[str | Path], held_out: Iterable[str] = ()) -> list[Path]:
+    """Images under each directory, without the files named in `held_out` (the validation split)."""
+    held_out = set(held_out)
+    return [path for directory in directories for path in image_paths(directory) if path.name not in held_out]
 
 
 def read_folder(directory: str | Path, long_side: int, paths: list[Path] | None = None) -> Folder:
@@ -64,3 +72,12 @@ def random_crop(image: Tensor, size: int, scale: float, generator: torch.Generat
 
 def random_scale(jitter: float, generator: torch.Generator) -> float:
     return float(1 - jitter + 2 * jitter * torch.rand((), generator=generator))
+
+
+def hue_saturation_matrix(angle: float, saturation: float) -> Tensor:
+    """(3, 3) RGB map: rotate hues by `angle` radians about the grey axis, then scale the distance
+    from grey by `saturation` (Rodrigues' rotation; grey stays grey, so does the mean brightness)."""
+    grey = torch.full((3, 3), 1 / 3)  # projection onto the grey axis
+    cross = torch.tensor([[0.0, -1.0, 1.0], [1.0, 0.0, -1.0], [-1.0, 1.0, 0.0]]) / math.sqrt(3)
+    rotation = math.cos(angle) * (torch.eye(3) - grey) + math.sin(angle) * cross
+    return grey + saturation * rotation

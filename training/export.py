@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from stylegan.images import mean_chroma, resize_long_side
+from stylegan.palette import palette_of
 from stylegan.presets import Preset, save_presets
 
 from .config import TrainConfig
@@ -40,21 +41,26 @@ def read_attribution(sources_md: Path) -> dict[str, Preset]:
 
 
 def export_model(result: TrainResult, config: TrainConfig, run_dir: Path, *, sources: Path | None = None,
-                 out_dir: Path | None = None) -> Path:
-    """Write the EMA generator, the training styles as presets and a model card to `run_dir/export`."""
+                 out_dir: Path | None = None, preset_dir: Path | None = None) -> Path:
+    """Write the EMA generator, presets and a model card to `run_dir/export`. The presets are the
+    training styles under `preset_dir` (default: all of them), each with its code, palette and chroma."""
     out_dir = out_dir or run_dir / "export"
     out_dir.mkdir(parents=True, exist_ok=True)
     generator = result.export_generator.cpu().eval()
     generator.save_pretrained(out_dir)
     attribution = read_attribution(sources) if sources else {}
     bank = result.style_bank
+    chosen = [index for index, path in enumerate(bank.paths)
+              if preset_dir is None or Path(preset_dir).resolve() in path.resolve().parents]
+    names = [bank.names[index] for index in chosen]
     with torch.no_grad():
-        codes = generator.encode_style(bank.full_statistics.cpu())
+        codes = generator.encode_style(bank.full_statistics[chosen].cpu())
     size = generator.config.style_image_size
+    pixels = [resize_long_side(bank.images[index][None].float().cpu() / 255, size) for index in chosen]
     presets = [dataclasses.replace(attribution.get(name, Preset(name=name, title=name.replace("_", " ").title())),
-                                   chroma=round(mean_chroma(resize_long_side(image[None].float() / 255, size)), 5))
-               for name, image in zip(bank.names, bank.images)]
-    save_presets(out_dir, presets, {name: code for name, code in zip(bank.names, codes)})
+                                   chroma=round(mean_chroma(image), 5))
+               for name, image in zip(names, pixels)]
+    save_presets(out_dir, presets, dict(zip(names, codes)), {name: palette_of(image)[0] for name, image in zip(names, pixels)})
     record = {"steps": result.step, "wall_seconds": round(result.wall_seconds, 1), "device": result.device,
               "crop_size": config.crop_size, "batch_size": config.batch_size,
               "initialized_from": result.initialized_from}

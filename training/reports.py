@@ -14,8 +14,8 @@ from stylegan.generator import Generator
 from stylegan.images import open_image, pad_to_multiple, resize_long_side, to_pil, to_tensor
 
 if TYPE_CHECKING:
+    from .batches import StyleBank
     from .config import TrainConfig
-    from .trainer import StyleBank
 
 PROBE_LONG_SIDE = 256
 
@@ -29,7 +29,7 @@ class ProbeSet:
     style_statistics: Tensor  # (S, D)
 
     @classmethod
-    def build(cls, content_paths: list[Path], bank: "StyleBank", config: "TrainConfig") -> "ProbeSet":
+    def build(cls, content_paths: list[Path], bank: StyleBank, config: TrainConfig) -> ProbeSet:
         wanted = list(config.probe_styles) or bank.names[:4]
         unknown = set(wanted) - set(bank.names)
         if unknown:

@@ -6,7 +6,6 @@ change G, so the G step's output (detached) is exactly what the D step would com
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -14,17 +13,10 @@ from torch import Tensor, nn
 
 from stylegan import losses
 from stylegan.features import VGG19Features
+from stylegan.palette import apply_lut, fit_lut
 
+from .batches import Batch
 from .config import TrainConfig
-
-
-@dataclass
-class Batch:
-    content: Tensor  # (B, 3, h, w) in [0, 1]
-    style_crops: Tensor  # (B, 3, h, w) real patches of each sample's style, for D
-    style_statistics: Tensor  # (B, D) statistics of one augmented view of each style
-    target_grams: dict[str, Tensor]  # layer -> (B, C, C) normalised Grams of each style
-    strength: Tensor  # (B,) 0 (learn the identity) or 1 (full style)
 
 
 def autocast(config: TrainConfig, device: torch.device):
@@ -37,10 +29,15 @@ def unwrap(generator: nn.Module) -> nn.Module:
     return getattr(generator, "module", generator)  # DDP wraps; encode/blend are plain methods
 
 
-def stylize_batch(generator: nn.Module, batch: Batch) -> Tensor:
+def stylize_batch(generator: nn.Module, batch: Batch, config: TrainConfig) -> Tensor:
+    """The generator's output, moved onto each style view's palette as at inference (`palette_in_loss`;
+    the table is fitted without gradient, the image goes through it with gradient)."""
     module = unwrap(generator)
     code = module.blend(module.encode_style(batch.style_statistics), batch.strength)
-    return generator(batch.content, code)
+    output = generator(batch.content, code)
+    if not config.palette_in_loss:
+        return output
+    return apply_lut(output, fit_lut(output.float(), batch.palettes), batch.strength)
 
 
 def discriminator_step(generator: nn.Module, discriminator: nn.Module, optimizer: torch.optim.Optimizer,
@@ -53,7 +50,7 @@ def discriminator_step(generator: nn.Module, discriminator: nn.Module, optimizer
     d_loss_fn, _ = losses.ADVERSARIAL_LOSSES[config.adversarial_loss]
     styled = batch.strength > 0
     with torch.no_grad(), autocast(config, batch.content.device):
-        fake = (stylize_batch(generator, batch) if stylized is None else stylized.detach())[styled].float()
+        fake = (stylize_batch(generator, batch, config) if stylized is None else stylized.detach())[styled].float()
     real = batch.style_crops[styled]
     statistics = unwrap(generator).standardize_style(batch.style_statistics[styled])
     with autocast(config, batch.content.device):
@@ -77,7 +74,7 @@ def discriminator_step(generator: nn.Module, discriminator: nn.Module, optimizer
 def generator_step(generator: nn.Module, discriminator: nn.Module, vgg: VGG19Features,
                    optimizer: torch.optim.Optimizer, batch: Batch, config: TrainConfig,
                    stylized: Tensor | None = None) -> dict[str, float]:
-    """ℓ_total = λadv·ℓ_adv + λc·ℓ_content + λs·ℓ_style (+ identity at strength 0, + TV).
+    """ℓ_total = λadv·ℓ_adv + λc·ℓ_content + λs·ℓ_style (+ λms·mean/std style, + identity at strength 0, + TV).
 
     `stylized`: the generator's output for this batch with its graph, if already computed.
     """
@@ -88,20 +85,23 @@ def generator_step(generator: nn.Module, discriminator: nn.Module, vgg: VGG19Fea
         with torch.no_grad():
             content_features = vgg(batch.content, (config.content_layer,))[config.content_layer]
         if stylized is None:
-            stylized = stylize_batch(generator, batch)
+            stylized = stylize_batch(generator, batch, config)
         features = {name: value.float() for name, value in vgg(stylized, layers).items()}
-        content = losses.content_loss(features[config.content_layer], content_features.float())
-        style = adversarial = torch.zeros((), device=stylized.device)
+        content = losses.relative_content_loss(features[config.content_layer], content_features.float())
+        style = moments = adversarial = torch.zeros((), device=stylized.device)
         if styled.any():
-            style = losses.style_loss({name: features[name][styled] for name in config.style_layers},
-                                      {name: batch.target_grams[name][styled] for name in config.style_layers},
-                                      config.style_layer_weights)
+            styled_features = {name: features[name][styled] for name in config.style_layers}
+            style = losses.relative_style_loss(
+                styled_features, {name: batch.target_grams[name][styled] for name in config.style_layers})
+            moments = losses.mean_std_loss(
+                styled_features, {name: (mean[styled], std[styled]) for name, (mean, std) in batch.target_moments.items()})
             conditioning = unwrap(generator).standardize_style(batch.style_statistics[styled])
             adversarial = g_loss_fn(discriminator(stylized[styled], conditioning).float())
         total = losses.total_generator_loss(config.adversarial_weight * adversarial, content, style,
                                             config.content_weight, config.style_weight)
+        total = total + config.mean_std_weight * moments
         result = {"content": content.detach().item(), "style": style.detach().item(),
-                  "g_adv": adversarial.detach().item()}
+                  "mean_std": moments.detach().item(), "g_adv": adversarial.detach().item()}
         if (~styled).any():
             identity = F.mse_loss(stylized[~styled].float(), batch.content[~styled])
             total = total + config.identity_weight * identity
@@ -120,6 +120,6 @@ def training_step(generator: nn.Module, discriminator: nn.Module, vgg: VGG19Feat
                   config: TrainConfig, rng: torch.Generator) -> dict[str, float]:
     """`discriminator_step` then `generator_step` with the same values, one generator forward fewer."""
     with autocast(config, batch.content.device):
-        stylized = stylize_batch(generator, batch)
+        stylized = stylize_batch(generator, batch, config)
     result = discriminator_step(generator, discriminator, d_optimizer, batch, config, rng, stylized)
     return result | generator_step(generator, discriminator, vgg, g_optimizer, batch, config, stylized)

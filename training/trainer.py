@@ -10,6 +10,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,84 +21,20 @@ from tqdm import tqdm
 
 from stylegan.discriminator import Discriminator
 from stylegan.features import VGG19Features
-from stylegan.generator import Generator, style_statistics
-from stylegan.images import ImageError, open_image, resize_long_side
-from stylegan.losses import gram_matrix
+from stylegan.generator import Generator
+from stylegan.images import ImageError, open_image
 
 from . import reports
+from .batches import StyleBank, build_style_bank, sample_batch
 from .checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .data import Folder, image_paths, random_crop, random_scale, read_folder
-from .steps import Batch, training_step
+from .data import read_folder, training_paths
+from .steps import training_step
+from .validation import HELD_OUT_NAMES
 
 
 class NonFiniteLossError(RuntimeError):
     pass
-
-
-@dataclass
-class StyleBank:
-    """Per style: cached Gram targets and statistics of a few augmented views (computed once)."""
-    names: list[str]
-    images: list[Tensor]  # (3, H, W) uint8 at style_long_side
-    target_grams: dict[str, Tensor]  # layer -> (S, C, C)
-    view_statistics: Tensor  # (S, V, D)
-    full_statistics: Tensor  # (S, D): the whole image at style_image_size, as at inference
-
-
-@torch.no_grad()
-def build_style_bank(folder: Folder, vgg: VGG19Features, config: TrainConfig,
-                     generator: torch.Generator, device: torch.device) -> StyleBank:
-    grams: dict[str, list[Tensor]] = {name: [] for name in config.style_layers}
-    views, full = [], []
-    layers = config.generator.style_layers
-    size = config.generator.style_image_size
-    for image in folder.images:
-        pixels = (image.float() / 255)[None].to(device)
-        features = vgg(pixels, config.style_layers)
-        for name in config.style_layers:
-            grams[name].append(gram_matrix(features[name])[0])
-        full.append(style_statistics(vgg(resize_long_side(pixels, size), layers), layers)[0])
-        crops = []
-        for _ in range(config.style_code_views):
-            crop_size = min(pixels.shape[-2:])
-            crop_size = int(crop_size * (0.5 + 0.5 * float(torch.rand((), generator=generator))))
-            crop = random_crop(image, crop_size, 1.0, generator)[None].to(device)
-            crops.append(style_statistics(vgg(resize_long_side(crop, size), layers), layers)[0])
-        views.append(torch.stack(crops))
-    return StyleBank([p.stem for p in folder.paths], folder.images,
-                     {name: torch.stack(value) for name, value in grams.items()},
-                     torch.stack(views), torch.stack(full))
-
-
-def sample_batch(contents: Folder, bank: StyleBank, config: TrainConfig, generator: torch.Generator,
-                 device: torch.device) -> Batch:
-    size, count = config.crop_size, config.batch_size
-    stored_scale = 1 + config.scale_jitter  # contents are stored at long side × (1 + jitter)
-    content = torch.stack([
-        random_crop(contents.images[int(torch.randint(len(contents.images), (1,), generator=generator))],
-                    size, random_scale(config.scale_jitter, generator) / stored_scale, generator)
-        for _ in range(count)])
-    style_index = torch.randint(len(bank.names), (count,), generator=generator)
-    view_index = torch.randint(bank.view_statistics.shape[1] + 1, (count,), generator=generator)
-    statistics = torch.stack([bank.full_statistics[s] if v == bank.view_statistics.shape[1]
-                              else bank.view_statistics[s, v] for s, v in zip(style_index, view_index)])
-    strength = (torch.rand(count, generator=generator) >= config.identity_probability).float()
-    strength[0] = 1.0  # every batch trains the style path
-    target_grams = {name: grams[style_index.to(grams.device)] for name, grams in bank.target_grams.items()}
-    if config.style_mix_probability > 0:
-        partner = torch.randint(len(bank.names), (count,), generator=generator)
-        mixed = torch.rand(count, generator=generator) < config.style_mix_probability
-        alpha = torch.rand(count, generator=generator) * mixed
-        statistics = torch.lerp(statistics, bank.full_statistics[partner].to(statistics.device),
-                                alpha[:, None].to(statistics.device))
-        target_grams = {name: torch.lerp(target, bank.target_grams[name][partner.to(target.device)],
-                                         alpha[:, None, None].to(target.device))
-                        for name, target in target_grams.items()}
-        style_index = torch.where(alpha > 0.5, partner, style_index)  # D sees the dominant style's patches
-    style_crops = torch.stack([random_crop(bank.images[s], size, random_scale(config.scale_jitter, generator),
-                                           generator) for s in style_index])
-    return Batch(content.to(device), style_crops.to(device), statistics.to(device), target_grams, strength.to(device))
 
 
 def prepare_loss_network(vgg: VGG19Features, device: torch.device) -> VGG19Features:
@@ -166,15 +103,20 @@ class TrainResult:
     initialized_from: dict | None = None  # the `training.json` of the model that `init_from` named
 
 
-def train(config: TrainConfig, content_dir: Path, style_dir: Path, run_dir: Path, *, resume: bool = False,
+def train(config: TrainConfig, content_dir: Path | Sequence[Path], style_dir: Path | Sequence[Path], run_dir: Path,
+          *, resume: bool = False,
           vgg: VGG19Features | None = None, device: torch.device | None = None,
           progress: bool = True, time_limit: float | None = None,
           init_from: Path | None = None) -> TrainResult:
     """Train until `config.steps`, or until `time_limit` seconds of this call have passed (then
     checkpoint and stop, so `--resume` continues). Returns the EMA generator and what export needs.
 
-    `init_from`: an exported model folder whose generator weights (style standardisation
-    included) start a new run, for fine-tuning; the discriminator starts fresh."""
+    `content_dir`, `style_dir`: one folder or several; files named in the validation split
+    (training/validation.py) are never trained on.
+    `init_from`: an exported model folder whose generator weights start a new run, for fine-tuning
+    (the style standardisation is refitted to this run's styles); the discriminator starts fresh."""
+    content_dirs = [content_dir] if isinstance(content_dir, (str, Path)) else list(content_dir)
+    style_dirs = [style_dir] if isinstance(style_dir, (str, Path)) else list(style_dir)
     rank, world_size = _distributed()
     if device is None:
         device = torch.device(f"cuda:{rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu")
@@ -189,18 +131,16 @@ def train(config: TrainConfig, content_dir: Path, style_dir: Path, run_dir: Path
     rng = torch.Generator().manual_seed(config.seed)
 
     # Probe contents are held out from training, chosen by the seed among readable images.
-    all_contents = image_paths(content_dir)
+    all_contents = training_paths(content_dirs, HELD_OUT_NAMES)
     order = torch.randperm(len(all_contents), generator=torch.Generator().manual_seed(config.seed + 1)).tolist()
     probe_paths = sorted(_first_readable([all_contents[i] for i in order], config.num_probe_contents))
     train_paths = [p for p in all_contents if p not in set(probe_paths)]
-    contents = read_folder(content_dir, round(config.content_long_side * (1 + config.scale_jitter)), train_paths)
-    styles = read_folder(style_dir, config.style_long_side)
+    contents = read_folder(content_dirs[0], round(config.content_long_side * (1 + config.scale_jitter)), train_paths)
+    styles = read_folder(style_dirs[0], config.style_long_side, training_paths(style_dirs, HELD_OUT_NAMES))
     if device.type == "cuda":  # crops and flips then run on the GPU instead of starving it
         contents.images = [image.to(device) for image in contents.images]
         styles.images = [image.to(device) for image in styles.images]
-    bank = build_style_bank(styles, vgg, config, torch.Generator().manual_seed(config.seed + 2), device)
-    for model in (generator_model, ema):
-        model.set_style_standardization(torch.cat([bank.view_statistics.flatten(0, 1), bank.full_statistics]))
+    bank = build_style_bank(styles, vgg, config, device)
     initialized_from = None
     if init_from is not None:
         initialized_from = read_training_record(Path(init_from))
@@ -208,6 +148,8 @@ def train(config: TrainConfig, content_dir: Path, style_dir: Path, run_dir: Path
             pretrained = Generator.from_pretrained(init_from, strict=True).state_dict()
             for model in (generator_model, ema):
                 model.load_state_dict(pretrained, strict=True)
+    for model in (generator_model, ema):  # a checkpoint restored below brings its own
+        model.set_style_standardization(bank.full_statistics)
     probes = reports.ProbeSet.build(probe_paths, bank, config)
 
     modules = {"generator": generator_model, "discriminator": discriminator_model, "generator_ema": ema}
@@ -254,7 +196,7 @@ def train(config: TrainConfig, content_dir: Path, style_dir: Path, run_dir: Path
     bar = tqdm(total=config.steps, initial=step, disable=not (progress and is_writer), dynamic_ncols=True)
     window_start, window_images = time.perf_counter(), 0
     while step < config.steps:
-        batch = sample_batch(contents, bank, config, rng, device)
+        batch = sample_batch(contents, bank, config, rng, device, vgg)
         result = training_step(g_train, d_train, vgg, g_optimizer, d_optimizer, batch, config, rng)
         if not all(math.isfinite(value) for value in result.values()):
             last = list_checkpoints(run_dir)

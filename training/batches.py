@@ -1,0 +1,103 @@
+"""Training batches: content crops, and for each sample a freshly augmented view of a style.
+
+Every sample's style is a new *view*: a random square crop of a style image at a random scale,
+flipped, hue-rotated and re-saturated (sometimes a training photograph instead of an artwork).
+The style code's statistics, the Gram and mean/std targets, the palette and the discriminator's
+real patches all come from that one view, so the generator has to read the style image it is
+given; no style has a fixed target it could learn to look up.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from stylegan.features import VGG19Features
+from stylegan.generator import channel_moments, style_statistics
+from stylegan.images import resize_long_side
+from stylegan.losses import gram_matrix
+from stylegan.palette import palette_of
+
+from .config import TrainConfig
+from .data import Folder, hue_saturation_matrix, random_crop, random_scale
+
+
+@dataclass
+class Batch:
+    content: Tensor  # (B, 3, h, w) in [0, 1]
+    style_crops: Tensor  # (B, 3, h, w) real patches of each sample's style view, for D
+    style_statistics: Tensor  # (B, D) statistics of each style view (the code's input)
+    target_grams: dict[str, Tensor]  # layer -> (B, C, C) normalised Grams of each style view
+    target_moments: dict[str, tuple[Tensor, Tensor]]  # layer -> per-channel (mean, std), each (B, C)
+    palettes: Tensor  # (B, K, 3, Q) each style view's palette (`stylegan.palette`)
+    strength: Tensor  # (B,) 0 (learn the identity) or 1 (full style)
+
+
+@dataclass
+class StyleBank:
+    """The training styles: images at style_long_side and their statistics as a whole (as at inference)."""
+    paths: list[Path]
+    images: list[Tensor]  # (3, H, W) uint8
+    full_statistics: Tensor  # (S, D): each whole image at style_image_size
+
+    @property
+    def names(self) -> list[str]:
+        return [path.stem for path in self.paths]
+
+
+@torch.no_grad()
+def build_style_bank(folder: Folder, vgg: VGG19Features, config: TrainConfig, device: torch.device) -> StyleBank:
+    layers, size = config.generator.style_layers, config.generator.style_image_size
+    statistics = [style_statistics(vgg(resize_long_side((image.float() / 255)[None].to(device), size), layers),
+                                   layers)[0] for image in folder.images]
+    return StyleBank(folder.paths, folder.images, torch.stack(statistics))
+
+
+def style_view(image: Tensor, config: TrainConfig, generator: torch.Generator) -> Tensor:
+    """(3, H, W) uint8 -> (3, s, s) float view, s = config.style_view_size: a square crop covering
+    `style_crop_range` of the short side, flipped half the time, hue-rotated with probability
+    `hue_rotation_probability` and with its saturation scaled within `saturation_range`."""
+    low, high = config.style_crop_range
+    fraction = low + (high - low) * float(torch.rand((), generator=generator))
+    view = random_crop(image, config.style_view_size,
+                       config.style_view_size / (min(image.shape[-2:]) * fraction), generator)
+    rotate = float(torch.rand((), generator=generator)) < config.hue_rotation_probability
+    angle = 2 * torch.pi * float(torch.rand((), generator=generator)) if rotate else 0.0
+    low, high = config.saturation_range
+    saturation = low + (high - low) * float(torch.rand((), generator=generator))
+    return torch.einsum("ij,jhw->ihw", hue_saturation_matrix(angle, saturation), view).clamp(0, 1)
+
+
+def sample_batch(contents: Folder, bank: StyleBank, config: TrainConfig, generator: torch.Generator,
+                 device: torch.device, vgg: VGG19Features) -> Batch:
+    size, count = config.crop_size, config.batch_size
+    stored_scale = 1 + config.scale_jitter  # contents are stored at long side × (1 + jitter)
+
+    def content_index() -> int:
+        return int(torch.randint(len(contents.images), (1,), generator=generator))
+
+    content = torch.stack([random_crop(contents.images[content_index()], size,
+                                       random_scale(config.scale_jitter, generator) / stored_scale, generator)
+                           for _ in range(count)])
+    sources = []
+    for _ in range(count):
+        if float(torch.rand((), generator=generator)) < config.photo_style_probability:
+            sources.append(contents.images[content_index()])
+        else:
+            sources.append(bank.images[int(torch.randint(len(bank.images), (1,), generator=generator))])
+    views = torch.stack([style_view(source, config, generator) for source in sources]).to(device)
+    offsets = torch.randint(config.style_view_size - size + 1, (count, 2), generator=generator).tolist()
+    style_crops = torch.stack([view[:, top:top + size, left:left + size] for view, (top, left) in zip(views, offsets)])
+    strength = (torch.rand(count, generator=generator) >= config.identity_probability).float()
+    strength[0] = 1.0  # every batch trains the style path
+    with torch.no_grad():
+        layers = tuple(dict.fromkeys((*config.style_layers, *config.generator.style_layers)))
+        features = vgg(views.contiguous(memory_format=torch.channels_last), layers)
+        grams = {name: gram_matrix(features[name]) for name in config.style_layers}
+        moments = channel_moments(features, layers)
+        statistics = style_statistics(features, config.generator.style_layers, moments)
+        palettes = palette_of(views)
+    return Batch(content.to(device), style_crops, statistics, grams,
+                 {name: moments[name] for name in config.style_layers}, palettes, strength.to(device))
