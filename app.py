@@ -35,6 +35,8 @@ from stylegan import __version__
 from stylegan.archive import Archive, ArchiveError, Catalogue, Entry, parse_tags
 from stylegan.batch import collect_batch
 from stylegan.credentials import (
+    ENV_CERTS,
+    ENV_KEY,
     CredentialsError,
     CredentialsReport,
     identity_from_environment,
@@ -386,7 +388,7 @@ class Handlers:
         if path is None:
             raise ValueError("upload an image to see its Content Credentials")
         report = read_credentials(Path(path).read_bytes(), trust_anchors=self.trust_anchors)
-        return f"`{_markdown_text(_file_name(file))}`\n\n{_credentials_markdown(report)}", report.to_dict()
+        return f"File: {_markdown_text(_file_name(file))}\n\n{_credentials_markdown(report)}", report.to_dict()
 
     def preset_gallery(self):
         """Preset thumbnails, rendered by the model on first use and cached in the archive."""
@@ -437,6 +439,16 @@ def _model_line(stylizer: Stylizer, archive: Archive) -> str:
     return (f"Model `{info.repo}` at revision `{info.revision}` (weights SHA-256 `{info.weights_sha256[:16]}…`) "
             f"on {stylizer.device.type} · archive-style GAN {__version__} · results signed with Content Credentials "
             f"by {_markdown_text(archive.identity.describe())}")
+
+
+def _credentials_intro(archive: Archive) -> str:
+    intro = ("Upload a result, or any image signed with C2PA Content Credentials, to see what its credentials say "
+             f"and whether they hold. This archive signs with {_markdown_text(archive.identity.describe())}.")
+    if archive.identity.self_issued:
+        intro += (" Outside verifiers can check that its results are unchanged since they were signed, not who signed "
+                  f"them; an institution signs with its own certificate by setting `{ENV_CERTS}` and `{ENV_KEY}` "
+                  "(see the README).")
+    return intro
 
 
 def _catalogue_fields(with_title: bool) -> list[gr.components.Component]:
@@ -559,9 +571,7 @@ def build_demo(stylizer: Stylizer, archive: Archive, *, model_notice: str = "",
                     export_button = gr.Button("Export ZIP")
                     export_file = gr.File(label="Export")
             with gr.Tab("Content Credentials", id="credentials"):
-                gr.Markdown("Upload a result, or any image signed with C2PA Content Credentials, to see what its "
-                            "credentials say and whether they hold. This archive signs with "
-                            f"{_markdown_text(archive.identity.describe())}.")
+                gr.Markdown(_credentials_intro(archive))
                 credentials_file = gr.File(label="Image to check", file_types=["image"], elem_id="credentials-file")
                 credentials_summary = gr.Markdown(elem_id="credentials-summary")
                 credentials_report = gr.JSON(label="Report and manifest store", open=False)

@@ -128,8 +128,7 @@ class SigningIdentity:
 
     def describe(self) -> str:
         if self.self_issued:
-            return (f"a self-issued identity ({self.subject}), untrusted to outside verifiers: they can check that a "
-                    "result is unchanged since it was signed, not who signed it")
+            return f"a self-issued identity, untrusted to outside verifiers ({self.subject})"
         return f"{self.subject}, certified by {self.issuer}"
 
     def signer(self) -> c2pa.Signer:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 MUSEUM = "Museum of Test Prints"
@@ -46,10 +46,12 @@ def _certificate(subject: str, issuer: x509.Certificate | None, key, issuer_key,
     return builder.sign(issuer_key, hashes.SHA384())
 
 
-def museum_chain(folder: Path, *, signer_days: tuple[int, int] = (-1, 365)) -> Chain:
-    """Files of a three-level P-384 chain under `folder` (the signer valid for `signer_days` from today)."""
+def museum_chain(folder: Path, *, signer_days: tuple[int, int] = (-1, 365), signer_key=None) -> Chain:
+    """Files of a three-level P-384 chain under `folder` (the signer valid for `signer_days` from
+    today, with `signer_key`, by default a P-384 key too)."""
     folder.mkdir(parents=True, exist_ok=True)
-    root_key, intermediate_key, signer_key = (ec.generate_private_key(ec.SECP384R1()) for _ in range(3))
+    root_key, intermediate_key = (ec.generate_private_key(ec.SECP384R1()) for _ in range(2))
+    signer_key = signer_key or ec.generate_private_key(ec.SECP384R1())
     root = _certificate("Test Root CA", None, root_key, root_key, ca=True)
     intermediate = _certificate("Test Content Signing CA", root, intermediate_key, root_key, ca=True)
     signer_name = "Digitisation Department"
@@ -57,8 +59,9 @@ def museum_chain(folder: Path, *, signer_days: tuple[int, int] = (-1, 365)) -> C
     pem = serialization.Encoding.PEM
     chain = Chain(folder / "chain.pem", folder / "key.pem", folder / "root.pem", signer_name)
     chain.chain.write_bytes(signer.public_bytes(pem) + intermediate.public_bytes(pem))
-    chain.key.write_bytes(signer_key.private_bytes(pem, serialization.PrivateFormat.TraditionalOpenSSL,
-                                                   serialization.NoEncryption()))
+    traditional = not isinstance(signer_key, ed25519.Ed25519PrivateKey)  # Ed25519 keys come in PKCS#8 only
+    key_format = serialization.PrivateFormat.TraditionalOpenSSL if traditional else serialization.PrivateFormat.PKCS8
+    chain.key.write_bytes(signer_key.private_bytes(pem, key_format, serialization.NoEncryption()))
     chain.root.write_bytes(root.public_bytes(pem))
     return chain
 

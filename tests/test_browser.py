@@ -1,4 +1,5 @@
-"""The main path in a real browser: `python app.py` in a subprocess, driven by Debian's chromium."""
+"""The main path in a real browser: `python app.py` in a subprocess, driven by Debian's chromium.
+Its result, downloaded by the browser, carries Content Credentials the app shows when it is uploaded."""
 from __future__ import annotations
 
 import os
@@ -10,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import c2pa
 import numpy as np
 import pytest
 from PIL import Image
@@ -87,12 +89,20 @@ def test_stylize_in_the_browser_and_find_the_entry_after_a_restart(browser, tmp_
         page.wait_for_selector("#preset-gallery img", timeout=180_000)  # thumbnails the model rendered
         status = page.locator("#stylize-status").inner_text(timeout=30_000)
         entry_id = re.search(r"entry ([0-9a-f]{16})", status).group(1)
+        with page.expect_download(timeout=60_000) as download:
+            page.locator("#result-file a").first.click()
+        downloaded = tmp_path / "downloaded.png"
+        download.value.save_as(downloaded)
         page.get_by_role("tab", name="Archive").click()
         page.locator("#archive-gallery").get_by_text(TITLE).first.wait_for(timeout=60_000)
 
     entry = Archive(archive_dir).get(entry_id)
     assert entry.catalogue.title == TITLE and entry.record.style_strength == 0.35
     assert entry.record.source_name == scan.name
+    with c2pa.Reader(str(downloaded)) as reader:  # what the browser saved verifies
+        assert reader.get_validation_state() == "Valid"
+        ingredients = reader.get_active_manifest()["ingredients"]
+    assert {(item["title"], item["relationship"]) for item in ingredients} >= {(scan.name, "parentOf")}
 
     with running_app(port, archive_dir, log) as url:  # a new process over the same archive
         page.goto(f"{url}?entry={entry_id}")  # the permalink opens the entry in the Archive tab
@@ -100,6 +110,12 @@ def test_stylize_in_the_browser_and_find_the_entry_after_a_restart(browser, tmp_
         header.get_by_text(TITLE).wait_for(timeout=60_000)
         assert entry_id in header.inner_text()
         page.locator("#archive-gallery").get_by_text(TITLE).first.wait_for(timeout=30_000)
+        page.locator("#entry-credentials").get_by_text("Content Credentials: Valid").wait_for(timeout=30_000)
+        page.get_by_role("tab", name="Content Credentials").click()
+        page.locator("#credentials-file input[type=file]").set_input_files(str(downloaded))
+        summary = page.locator("#credentials-summary")
+        summary.get_by_text("Content Credentials: Valid").wait_for(timeout=60_000)
+        assert "self-issued" in summary.inner_text() and f"original: {scan.name}" in summary.inner_text()
         SCREENSHOT.parent.mkdir(exist_ok=True)
         page.screenshot(path=str(SCREENSHOT), full_page=True)
     assert outside == []  # no web fonts, analytics or CDNs: the page works offline

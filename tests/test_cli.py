@@ -134,10 +134,10 @@ def test_output_carries_provenance(inputs: Path) -> None:
     (actions,) = [item["data"]["actions"] for item in manifest["assertions"] if item["label"] == "c2pa.actions.v2"]
     assert [action["action"] for action in actions] == ["c2pa.opened", "c2pa.filtered"]
     assert actions[1]["digitalSourceType"].endswith("/trainedAlgorithmicMedia")
-    titles = {relationship: sorted(item["title"] for item in manifest["ingredients"]
-                                   if item["relationship"] == relationship) for relationship in ("parentOf", "componentOf")}
-    assert titles["parentOf"] == ["a_letter.png"] and len(titles["componentOf"]) == 2
-    assert titles["componentOf"][0].startswith(f"preset {PRESET}: Under the Wave") and titles["componentOf"][1] == "style.png"
+    parents, components = ([item["title"] for item in manifest["ingredients"] if item["relationship"] == relationship]
+                           for relationship in ("parentOf", "componentOf"))
+    assert parents == ["a_letter.png"] and len(components) == 2 and "style.png" in components
+    assert any(title.startswith(f"preset {PRESET}: Under the Wave") for title in components)
     parent = next(item for item in manifest["ingredients"] if item["relationship"] == "parentOf")
     assert parent["metadata"][SHA256_METADATA] == source_hash
 

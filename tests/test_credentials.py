@@ -14,7 +14,7 @@ import c2pa
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from PIL import Image
 
 import stylegan
@@ -149,7 +149,8 @@ def test_the_original_ingredient_is_the_archived_original_and_keeps_its_own_cred
     archived = archive.path(first.original_file).read_bytes()
     state, _, manifest = c2pa_read(archive.path(first.result_file).read_bytes(), "PNG")
     (parent,) = [item for item in manifest["ingredients"] if item["relationship"] == "parentOf"]
-    assert state == "Valid" and parent["metadata"][SHA256_METADATA] == sha256_bytes(archived) == first.record.source_sha256
+    assert state == "Valid"
+    assert parent["metadata"][SHA256_METADATA] == sha256_bytes(archived) == first.record.source_sha256
     assert "active_manifest" not in parent  # the scan had no credentials of its own
 
     # A signed result, stylised again: its own manifest comes along, validated, as the parent's.
@@ -200,6 +201,18 @@ def test_a_configured_chain_is_used_when_given(tmp_path):
     # The PEM text itself works as well as a path (a Space secret holds the text).
     from_text = identity_from_environment({ENV_CERTS: chain.chain.read_text(), ENV_KEY: chain.key.read_text()})
     assert (from_text.subject, from_text.private_key) == (identity.subject, identity.private_key)
+
+
+@pytest.mark.parametrize(("make_key", "algorithm"), [
+    (lambda: ec.generate_private_key(ec.SECP256R1()), "es256"),
+    (lambda: ec.generate_private_key(ec.SECP521R1()), "es512"),
+    (lambda: rsa.generate_private_key(65537, 2048), "ps256"),
+    (ed25519.Ed25519PrivateKey.generate, "ed25519")])
+def test_every_key_type_c2pa_allows_signs(tmp_path, make_key, algorithm):
+    chain = museum_chain(tmp_path / "museum", signer_key=make_key())
+    identity = identity_from_environment({ENV_CERTS: str(chain.chain), ENV_KEY: str(chain.key)})
+    data = encode_image(gradient(), make_record(), "PNG", signing=Signing(identity, SOURCE))
+    assert identity.algorithm == algorithm and read_credentials(data).state == "Valid"
 
 
 def broken_settings(tmp_path) -> dict[str, tuple[dict[str, str], str]]:
