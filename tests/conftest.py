@@ -61,3 +61,12 @@ def vgg():
     from stylegan.features import VGG19Features
 
     return VGG19Features.pretrained()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_data_home(tmp_path_factory: pytest.TempPathFactory):
+    """XDG_DATA_HOME in a temporary folder for the whole session, subprocesses included: the CLI keeps
+    its self-issued signing identity there, and tests must not write into the real home folder."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data")))
+        yield
