@@ -52,9 +52,13 @@ def _colours(images: Tensor, count: int = FIT_PIXELS) -> Tensor:
 
 
 def _quantiles(projected: Tensor) -> Tensor:
-    """(B, N, 3) -> (B, 3, PALETTE_QUANTILES) quantiles per axis (linear interpolation)."""
-    levels = _QUANTILE_LEVELS.to(projected.device, torch.float32)
-    return torch.quantile(projected.transpose(1, 2), levels, dim=-1).permute(1, 2, 0)
+    """(B, N, 3) -> (B, 3, PALETTE_QUANTILES) quantiles per axis (linear interpolation, as torch.quantile)."""
+    ordered = projected.transpose(1, 2).sort(dim=-1).values
+    position = _QUANTILE_LEVELS.to(ordered.device) * (ordered.shape[-1] - 1)
+    below = position.floor().long()
+    above = (below + 1).clamp(max=ordered.shape[-1] - 1)
+    weight = (position - below).to(ordered.dtype)
+    return torch.lerp(ordered[..., below], ordered[..., above], weight)
 
 
 def palette_of(images: Tensor) -> Tensor:
@@ -70,13 +74,16 @@ def blend_palettes(palettes: Tensor, weights: Tensor) -> Tensor:
 
 
 def _interp(x: Tensor, xp: Tensor, fp: Tensor) -> Tensor:
-    """Piecewise-linear map of x (N,) through increasing knots xp -> fp (Q,); beyond the ends the map
-    continues with slope 1 (a shift), so colours outside the fitted range move with their neighbours."""
-    xp = xp + torch.arange(xp.shape[0], device=xp.device, dtype=xp.dtype) * 1e-6  # strictly increasing
-    index = torch.searchsorted(xp, x.contiguous()).clamp(1, xp.shape[0] - 1)
-    x0, x1, f0, f1 = xp[index - 1], xp[index], fp[index - 1], fp[index]
+    """Piecewise-linear maps of x (A, N) through increasing knots xp -> fp (A, Q), one per row; beyond
+    the ends each map continues with slope 1 (a shift), so colours outside the fitted range move with
+    their neighbours."""
+    xp = xp + torch.arange(xp.shape[-1], device=xp.device, dtype=xp.dtype) * 1e-6  # strictly increasing
+    index = torch.searchsorted(xp, x.contiguous()).clamp(1, xp.shape[-1] - 1)
+    x0, x1 = xp.gather(1, index - 1), xp.gather(1, index)
+    f0, f1 = fp.gather(1, index - 1), fp.gather(1, index)
     inside = f0 + (x - x0) * (f1 - f0) / (x1 - x0)
-    return torch.where(x < xp[0], x - xp[0] + fp[0], torch.where(x > xp[-1], x - xp[-1] + fp[-1], inside))
+    below, above = x < xp[:, :1], x > xp[:, -1:]
+    return torch.where(below, x - xp[:, :1] + fp[:, :1], torch.where(above, x - xp[:, -1:] + fp[:, -1:], inside))
 
 
 def identity_lut(size: int = LUT_SIZE, device: torch.device | str | None = None) -> Tensor:
@@ -98,7 +105,7 @@ def fit_lut(images: Tensor, palettes: Tensor, size: int = LUT_SIZE) -> Tensor:
         for rotation, target in zip(ROTATIONS.to(points.device), palette):
             projected = points @ rotation.T
             source = _quantiles(projected[None, :count])[0]
-            moved = torch.stack([_interp(projected[:, a], source[a], target[a]) for a in range(3)], dim=1)
+            moved = _interp(projected.T, source, target).T
             points = points + (moved - projected) @ rotation
         tables.append(points[count:].clamp(0, 1).T.reshape(3, size, size, size))
     return torch.stack(tables)

@@ -396,12 +396,14 @@ def test_export_loads_strictly_with_equal_outputs_and_the_exact_file_set(image_f
     pair = {"content": "a", "style": "b", "gram_gain": 0.5, "ssim": 0.4}
     (run_dir / "evaluation.json").write_text(json.dumps({
         "system": {"cpu": "Test CPU", "threads": 2, "torch": "2.x"}, "metric_side": 512,
-        "methods": {"ours": {"gram_gain": 0.4, "ssim": 0.55, "n_pairs": 1, "seconds_per_image": 0.3, "pairs": [pair]},
+        "methods": {"ours": {"colour_distance": 0.03, "style_identified": 0.75, "gram_gain": 0.4, "ssim": 0.55,
+                             "n_pairs": 1, "seconds_per_image": 0.3, "pairs": [pair]},
                     "peer arbitrary": {"gram_gain": 0.35, "ssim": 0.47, "n_pairs": 1, "seconds_per_image": 0.1,
                                        "pairs": [pair]}}}))
     reported = front_matter_and_card(export_model(result, config, run_dir, out_dir=tmp_path / "reported"))
     assert reported[0]["metrics"] == ["gram_gain", "ssim"]
-    assert "| ours | 0.4 | 0.55 | 1 | 0.3 |" in reported[1] and "| peer arbitrary | 0.35 | 0.47 | 1 | 0.1 |" in reported[1]
+    assert "| ours | 0.03 | 0.75 | 0.4 | 0.55 | 1 | 0.3 |" in reported[1]
+    assert "| peer arbitrary | - | - | 0.35 | 0.47 | 1 | 0.1 |" in reported[1]  # older reports: no colour columns
     assert '"content": "a"' not in reported[1] and "Test CPU, 2 thread(s)" in reported[1]
     # Hub dataset ids appear only when given.
     write_model_card(tmp_path / "evaluated", result, config, run_dir, [], datasets=["archive-lab/scans"])

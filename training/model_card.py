@@ -50,6 +50,7 @@ def write_model_card(out_dir: Path, result: TrainResult, config: TrainConfig, ru
     text = Template(TEMPLATE_PATH.read_text(encoding="utf-8")).substitute(
         card_data=card_data.to_yaml(),
         num_presets=len(presets),
+        num_styles=len(result.style_bank.paths),
         example_preset=presets[0].name if presets else "<preset>",
         steps=result.step,
         crop_size=config.crop_size,
@@ -155,22 +156,24 @@ def evaluation_section(evaluation: dict | None) -> str:
 def _evaluate_report_section(report: dict) -> str:
     """The methods table of a `python -m benchmarks.evaluate --out` report, with how it was measured."""
     system = report.get("system", {})
-    how = (f"`python -m benchmarks.evaluate` on the held-out evaluation pairs (never trained on), strength 1, "
-           f"metrics at long side {_cell(report.get('metric_side', '?'))}: Gram gain = log10 of the VGG19 "
-           "Gram distance to the style image before (the content) over after (the output), mean over "
-           "relu1_1-relu5_1; SSIM of luminance between output and content. Measured on "
-           f"{_cell(system.get('cpu', '?'))}, {_cell(system.get('threads', '?'))} thread(s), "
-           f"torch {_cell(system.get('torch', '?'))}.")
+    how = (f"`python -m benchmarks.evaluate` on the {_cell(report.get('split', 'eval'))} split (never trained on), "
+           f"strength {_cell(report.get('strength', 1.0))}, metrics at long side {_cell(report.get('metric_side', '?'))}: "
+           "colour distance = sliced Wasserstein-1 distance between the output's and the style's RGB "
+           "distributions (64 fixed directions, long side 256); style identified = share of outputs whose "
+           "nearest style by VGG19 Gram distance (relu1_1-relu5_1) is the one used; Gram gain = log10 of the "
+           "Gram distance to the style before (the content) over after (the output); SSIM of luminance "
+           f"between output and content. Measured on {_cell(system.get('cpu', '?'))}, "
+           f"{_cell(system.get('threads', '?'))} thread(s), torch {_cell(system.get('torch', '?'))}.")
     if "texture_side" in report:
         side = report["texture_side"]
         how += (f" Ours ran through `Stylizer.stylize` with texture side {_cell(side)}" if side else
                 " Ours ran through `Stylizer.stylize` at full resolution (texture side None)") + "."
-    lines = [how, "",
-             "| method | Gram gain ↑ | SSIM (Y) ↑ | pairs | s / image |", "| --- | --- | --- | --- | --- |"]
+    lines = [how, "", "| method | colour distance ↓ | style identified ↑ | Gram gain ↑ | SSIM (Y) ↑ | pairs | s / image |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for method, result in report["methods"].items():
         lines.append("| " + " | ".join(_cell(value) for value in (
-            method, result["gram_gain"], result["ssim"], result.get("n_pairs", "?"),
-            result.get("seconds_per_image", "?"))) + " |")
+            method, result.get("colour_distance", "-"), result.get("style_identified", "-"), result["gram_gain"],
+            result["ssim"], result.get("n_pairs", "?"), result.get("seconds_per_image", "?"))) + " |")
     return "\n".join(lines)
 
 

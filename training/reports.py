@@ -12,6 +12,7 @@ from torch import Tensor
 
 from stylegan.generator import Generator
 from stylegan.images import open_image, pad_to_multiple, resize_long_side, to_pil, to_tensor
+from stylegan.palette import palette_of, transfer_palette
 
 if TYPE_CHECKING:
     from .batches import StyleBank
@@ -27,6 +28,7 @@ class ProbeSet:
     style_names: list[str]
     style_thumbnails: list[Tensor]
     style_statistics: Tensor  # (S, D)
+    style_palettes: Tensor  # (S, K, 3, Q), so the grid shows what `Stylizer` gives, colours included
 
     @classmethod
     def build(cls, content_paths: list[Path], bank: StyleBank, config: TrainConfig) -> ProbeSet:
@@ -37,8 +39,10 @@ class ProbeSet:
         indices = [bank.names.index(name) for name in wanted]
         contents = [pad_to_multiple(resize_long_side(to_tensor(open_image(path)), PROBE_LONG_SIDE), 4)
                     for path in content_paths]
-        thumbnails = [resize_long_side(bank.images[i][None].float() / 255, PROBE_LONG_SIDE) for i in indices]
-        return cls(contents, wanted, thumbnails, bank.full_statistics[indices].cpu())
+        thumbnails = [resize_long_side(bank.images[i][None].float().cpu() / 255, PROBE_LONG_SIDE) for i in indices]
+        palettes = torch.cat([palette_of(resize_long_side(bank.images[i][None].float().cpu() / 255,
+                                                          config.generator.style_image_size)) for i in indices])
+        return cls(contents, wanted, thumbnails, bank.full_statistics[indices].cpu(), palettes)
 
     @torch.no_grad()
     def render(self, generator: Generator, path: Path, device: torch.device) -> None:
@@ -47,7 +51,8 @@ class ProbeSet:
         rows = [[None, *self.style_thumbnails]]
         for content in self.contents:
             content = content.to(device)
-            rows.append([content, *(generator(content, code[None]) for code in codes)])
+            rows.append([content, *(transfer_palette(generator(content, code[None]), palette[None])
+                                    for code, palette in zip(codes, self.style_palettes))])
         cell = PROBE_LONG_SIDE
         grid = Image.new("RGB", (cell * len(rows[0]), cell * len(rows)), "white")
         for r, row in enumerate(rows):
