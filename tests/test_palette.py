@@ -1,0 +1,76 @@
+"""Palette transfer: reaches a style's colour distribution, exact identity at strength 0, differentiable."""
+from __future__ import annotations
+
+import torch
+
+from benchmarks.metrics import colour_distance
+from stylegan.images import mean_chroma
+from stylegan.palette import (
+    PALETTE_ITERATIONS,
+    PALETTE_QUANTILES,
+    apply_lut,
+    blend_palettes,
+    fit_lut,
+    identity_lut,
+    palette_of,
+    transfer_palette,
+)
+from stylegan.presets import Preset, load_presets, save_presets
+
+
+def smooth_image(seed: int, height: int = 48, width: int = 64) -> torch.Tensor:
+    """(1, 3, H, W): smooth random colour fields, different per seed."""
+    generator = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(1, 3, 4, 5, generator=generator)
+    return torch.nn.functional.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=False).clamp(0, 1)
+
+
+def test_a_palette_is_fixed_size_quantiles_of_the_image():
+    palette = palette_of(smooth_image(0))
+    assert palette.shape == (1, PALETTE_ITERATIONS, 3, PALETTE_QUANTILES)
+    assert (palette.diff(dim=-1) >= 0).all()  # quantile functions never decrease
+    assert torch.allclose(palette_of(smooth_image(0, 96, 128)), palette, atol=0.03)  # hardly depends on the size
+
+
+def test_the_transfer_reaches_the_style_colours_and_strength_zero_is_the_identity():
+    content, style = smooth_image(1), smooth_image(2)
+    table = fit_lut(content, palette_of(style))
+    moved = apply_lut(content, table)
+    assert colour_distance(moved, style, side=None) < 0.3 * colour_distance(content, style, side=None)
+    assert (apply_lut(content, table, 0.0) - content).abs().max() < 1e-5
+    halfway = apply_lut(content, table, 0.5)
+    assert torch.allclose(halfway, (content + moved) / 2, atol=1e-5)  # tables blend linearly
+    assert (apply_lut(content, identity_lut()[None]) - content).abs().max() < 1e-5
+
+
+def test_a_grey_style_gives_a_grey_result():
+    content = smooth_image(3)
+    grey_style = smooth_image(4).mean(1, keepdim=True).expand(-1, 3, -1, -1)
+    assert mean_chroma(content) > 0.05
+    assert mean_chroma(transfer_palette(content, palette_of(grey_style))) < 0.02
+
+
+def test_per_sample_tables_and_strengths_and_gradients_flow_to_the_image():
+    contents = torch.cat([smooth_image(5), smooth_image(6)]).requires_grad_(True)
+    palettes = torch.cat([palette_of(smooth_image(7)), palette_of(smooth_image(8))])
+    out = transfer_palette(contents, palettes, torch.tensor([1.0, 0.0]))
+    assert torch.allclose(out[1], contents[1], atol=1e-5)  # strength 0 for the second sample
+    out.sum().backward()
+    assert contents.grad is not None and contents.grad[0].abs().sum() > 0
+
+
+def test_blending_palettes_averages_their_quantile_functions():
+    one, other = palette_of(smooth_image(9))[0], palette_of(smooth_image(10))[0]
+    assert torch.allclose(blend_palettes(torch.stack([one, one]), torch.tensor([0.3, 0.7])), one)
+    assert torch.allclose(blend_palettes(torch.stack([one, other]), torch.tensor([0.5, 0.5])), (one + other) / 2)
+
+
+def test_presets_round_trip_with_palettes_and_older_folders_load_without(tmp_path):
+    presets = [Preset("a", "A"), Preset("b", "B")]
+    codes = {"a": torch.zeros(4), "b": torch.ones(4)}
+    palettes = {"a": palette_of(smooth_image(11))[0], "b": palette_of(smooth_image(12))[0]}
+    save_presets(tmp_path, presets, codes, palettes)
+    loaded, loaded_codes, loaded_palettes = load_presets(tmp_path)
+    assert list(loaded) == ["a", "b"] and torch.equal(loaded_palettes["b"], palettes["b"])
+    (tmp_path / "palettes.safetensors").unlink()  # a model exported before palettes
+    assert load_presets(tmp_path)[2] == {}
