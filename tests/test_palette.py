@@ -70,7 +70,7 @@ def test_presets_round_trip_with_palettes_and_older_folders_load_without(tmp_pat
     codes = {"a": torch.zeros(4), "b": torch.ones(4)}
     palettes = {"a": palette_of(smooth_image(11))[0], "b": palette_of(smooth_image(12))[0]}
     save_presets(tmp_path, presets, codes, palettes)
-    loaded, loaded_codes, loaded_palettes = load_presets(tmp_path)
+    loaded, _, loaded_palettes = load_presets(tmp_path)
     assert list(loaded) == ["a", "b"] and torch.equal(loaded_palettes["b"], palettes["b"])
     (tmp_path / "palettes.safetensors").unlink()  # a model exported before palettes
     assert load_presets(tmp_path)[2] == {}
