@@ -13,11 +13,14 @@ This file is layout and wiring only: the work is in `stylegan.jobs` and `stylega
 (No `from __future__ import annotations` here: Gradio reads the API endpoints' types at run time.)
 """
 import functools
+import inspect
 import logging
 import os
 import re
 import tempfile
 import time
+import uuid
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 
@@ -44,7 +47,8 @@ from stylegan.credentials import (
     trust_anchors_from_environment,
 )
 from stylegan.inference import DEFAULT_TEXTURE_SIDE, Stylizer
-from stylegan.jobs import Settings, StyleChoice, StyleImage, stylize_and_archive, stylize_batch
+from stylegan.jobs import Job, Settings, StyleChoice, StyleImage, stylize_batch, stylize_progressively
+from stylegan.optimize import REFINE_STEPS, refine_step_seconds
 from stylegan.postprocess import PostProcess
 from stylegan.thumbnails import render_preset_thumbnails
 
@@ -57,6 +61,10 @@ MAX_UPLOAD_SIZE = "300mb"
 QUEUE_SIZE = 32
 ARCHIVE_CONCURRENCY = 4  # catalogue reads and edits need not wait behind a long stylisation
 GPU_SECONDS = 120  # ZeroGPU allowance for one stylisation
+# Best quality on ZeroGPU: the allowance grows with the steps. Not measured on a GPU yet: a generous guess
+# (VGG19 forward and backward at 640² px take milliseconds on a data-centre GPU).
+GPU_SECONDS_PER_REFINE_STEP = 1.0
+REFINE_OVERHEAD_STEPS = 3  # the network's pass, the style's and the content's features, in refinement steps
 OUTPUT_SIZES = [("Full resolution", 0), ("4096 px long side", 4096), ("2048 px long side", 2048),
                 ("1024 px long side", 1024), ("512 px long side", 512)]
 TEXTURE_SIDES = [("Fine (painted at 1024² px)", 1024), (f"Standard ({DEFAULT_TEXTURE_SIDE}² px)", DEFAULT_TEXTURE_SIDE),
@@ -115,6 +123,15 @@ def launch_options(archive: Archive) -> dict:
 # -- handlers --------------------------------------------------------------------------------------
 def refusals_as_errors(function):
     """Input the library refuses (a ValueError naming the problem) reaches the user as gr.Error."""
+    if inspect.isgeneratorfunction(function):
+        @functools.wraps(function)
+        def generator(*args, **kwargs):
+            try:
+                yield from function(*args, **kwargs)
+            except ValueError as error:
+                raise gr.Error(str(error), title="Refused") from error
+        return generator
+
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
         try:
@@ -159,11 +176,28 @@ def _style_choice(style_source, preset, images_and_weights) -> StyleChoice:
 
 
 def _settings(strength, preserve_color, max_long_side, contrast, crop_left, crop_top, crop_right, crop_bottom,
-              seed, texture_side=DEFAULT_TEXTURE_SIDE) -> Settings:
+              seed, texture_side=DEFAULT_TEXTURE_SIDE, quality="fast") -> Settings:
     crop = tuple(float(percent) / 100.0 for percent in (crop_left, crop_top, crop_right, crop_bottom))
     return Settings(strength=float(strength), preserve_color=bool(preserve_color),
                     max_long_side=int(max_long_side) or None, texture_side=int(texture_side or 0) or None,
-                    post=PostProcess(contrast=float(contrast), crop=crop), seed=int(seed or 0))
+                    post=PostProcess(contrast=float(contrast), crop=crop), seed=int(seed or 0),
+                    quality=quality or "fast")
+
+
+def refine_gpu_seconds(content, style, strength, preserve_color, max_long_side, texture_side, steps, progress) -> int:
+    """ZeroGPU allowance for one best-quality stylisation (called with the device function's arguments)."""
+    return round(GPU_SECONDS + GPU_SECONDS_PER_REFINE_STEP * steps)
+
+
+def quality_choices(stylizer: Stylizer) -> list[tuple[str, str]]:
+    """Fast / Best, each with the time it takes an image here. On a CPU best quality's time is measured
+    (one refinement step at 256² px, scaled to the standard texture side); GPUs take seconds."""
+    if stylizer.device.type == "cpu":
+        per_step = refine_step_seconds(stylizer.vgg) * (DEFAULT_TEXTURE_SIDE / 256) ** 2
+        best = f"about {per_step * (REFINE_STEPS + REFINE_OVERHEAD_STEPS):.0f} s an image on this machine's CPU"
+    else:
+        best = f"seconds on this machine's {stylizer.device.type.upper()}"
+    return [("Fast (the network: about a second)", "fast"), (f"Best (refined by optimisation: {best})", "best")]
 
 
 @dataclass(frozen=True)
@@ -222,7 +256,14 @@ class Handlers:
         def render_presets():
             return render_preset_thumbnails(stylizer, archive.preset_thumbnail_dir)
 
+        @spaces.GPU(duration=refine_gpu_seconds)
+        def run_best_on_device(content, style, strength, preserve_color, max_long_side, texture_side, steps, progress):
+            yield from stylizer.stylize_iter(content, style, strength, preserve_color=preserve_color,
+                                             max_long_side=max_long_side, texture_side=texture_side, steps=steps,
+                                             progress=progress)
+
         self.run_on_device = run_on_device
+        self.run_best_on_device = run_best_on_device
         self.render_presets = render_presets
 
     # Stylize tab
@@ -231,24 +272,35 @@ class Handlers:
                 style_weight_2=1.0, style_image_3=None, style_weight_3=1.0, strength=0.8, preserve_color=False,
                 max_long_side=0, contrast=1.0, crop_left=0, crop_top=0, crop_right=0, crop_bottom=0, seed=0,
                 title="", source_id="", rights="", notes="", tags="", approved=False,
-                texture_side=DEFAULT_TEXTURE_SIDE, progress=gr.Progress()):  # noqa: B008
+                texture_side=DEFAULT_TEXTURE_SIDE, quality="fast", progress=gr.Progress()):  # noqa: B008
+        """Yields (previews, result file, entry, status): best quality's results on the way first, each
+        replacing the last, then the archived one. Cancelling the event stops the work; nothing is archived."""
         path = _file_path(content)
         if path is None:
             raise ValueError("upload a scan or photo to stylise first")
         style = _style_choice(style_source, preset, [style_image_1, style_weight_1, style_image_2, style_weight_2,
                                                      style_image_3, style_weight_3])
         settings = _settings(strength, preserve_color, max_long_side, contrast, crop_left, crop_top, crop_right,
-                             crop_bottom, seed, texture_side)
+                             crop_bottom, seed, texture_side, quality)
         catalogue = Catalogue(title, source_id, rights, notes, parse_tags(tags), bool(approved))
         progress(0.0, desc="stylising")
-        job = stylize_and_archive(self.stylizer, self.archive, Path(path).read_bytes(), _file_name(content), style,
-                                  settings, catalogue, run=self.run_on_device, progress=GradioProgress(progress))
-        entry = job.entry
+        results = stylize_progressively(self.stylizer, self.archive, Path(path).read_bytes(), _file_name(content),
+                                        style, settings, catalogue, run=self.run_on_device,
+                                        run_best=self.run_best_on_device, progress=GradioProgress(progress))
+        with closing(results):
+            for number, result in enumerate(results):
+                if not isinstance(result, Job):
+                    shown = "the network's result" if number == 0 else f"refined result {number}"
+                    status = (f"Best quality: showing {shown}, refining for up to {settings.steps} steps. The result "
+                              "is archived when refining ends; Stop keeps nothing.")
+                    yield (self.preview_files(result.comparison(PREVIEW_SIDE), f"draft-{uuid.uuid4().hex}"), None,
+                           None, status)
+        entry = result.entry
         status = (f"Archived as entry `{entry.id}` ({entry.width}×{entry.height}) · "
                   f"[permalink](?entry={entry.id}) · the download carries the provenance and signed Content "
                   "Credentials")
-        return (self.preview_files(job.comparison(PREVIEW_SIDE), entry.id), str(self.archive.path(entry.result_file)),
-                entry.to_dict(), status)
+        yield (self.preview_files(result.comparison(PREVIEW_SIDE), entry.id), str(self.archive.path(entry.result_file)),
+               entry.to_dict(), status)
 
     def preview_files(self, images: tuple[Image.Image, Image.Image], name: str) -> tuple[str, str]:
         """The before/after previews as files, each written under a temporary name and renamed.
@@ -286,7 +338,7 @@ class Handlers:
     def batch(self, files, style_source, preset, style_image_1=None, style_weight_1=1.0, style_image_2=None,
               style_weight_2=1.0, style_image_3=None, style_weight_3=1.0, strength=0.8, preserve_color=False,
               max_long_side=0, contrast=1.0, crop_left=0, crop_top=0, crop_right=0, crop_bottom=0, seed=0,
-              rights="", notes="", tags="", approved=False, texture_side=DEFAULT_TEXTURE_SIDE,
+              rights="", notes="", tags="", approved=False, texture_side=DEFAULT_TEXTURE_SIDE, quality="fast",
               progress=gr.Progress()):  # noqa: B008
         uploads = [(_file_name(file), _file_path(file)) for file in (files or [])]
         if not uploads:
@@ -294,11 +346,11 @@ class Handlers:
         style = _style_choice(style_source, preset, [style_image_1, style_weight_1, style_image_2, style_weight_2,
                                                      style_image_3, style_weight_3])
         settings = _settings(strength, preserve_color, max_long_side, contrast, crop_left, crop_top, crop_right,
-                             crop_bottom, seed, texture_side)
+                             crop_bottom, seed, texture_side, quality)
         catalogue = Catalogue(rights=rights, notes=notes, tags=parse_tags(tags), approved=bool(approved))
         items, refused = collect_batch(uploads)
         report = stylize_batch(self.stylizer, self.archive, items, style, settings, catalogue, run=self.run_on_device,
-                               progress=GradioProgress(progress))
+                               run_best=self.run_best_on_device, progress=GradioProgress(progress))
         refused += report.refused
         lines = [f"**{len(report.entries)} archived, {len(refused)} refused.**"]
         lines += [f"- {_markdown_text(refusal.name)}: {_markdown_text(refusal.reason)}" for refusal in refused]
@@ -504,6 +556,9 @@ def build_demo(stylizer: Stylizer, archive: Archive, *, model_notice: str = "",
                         TEXTURE_SIDES, value=DEFAULT_TEXTURE_SIDE, label="Texture scale", elem_id="texture-side",
                         info="how large the brushwork is relative to the picture; the original's fine detail is "
                              "kept at full resolution")
+                    quality = gr.Radio(quality_choices(stylizer), value="fast", label="Quality", elem_id="quality",
+                                       info="Best shows the network's result at once, then refines it towards the "
+                                            "style image's textures, showing each improvement; Stop ends it")
                     with gr.Accordion("Post-processing", open=False):
                         contrast = gr.Slider(0, 2, value=1, step=0.05, label="Contrast (1 = unchanged)")
                         crops = [gr.Slider(0, 45, value=0, step=1, label=f"Crop {side} (%)")
@@ -511,7 +566,9 @@ def build_demo(stylizer: Stylizer, archive: Archive, *, model_notice: str = "",
                         seed = gr.Number(0, precision=0, minimum=0, label="Seed (recorded)")
                     with gr.Accordion("Catalogue record", open=True):
                         catalogue = _catalogue_fields(with_title=True)
-                    run = gr.Button("Stylize and archive", variant="primary", elem_id="stylize-button")
+                    with gr.Row():
+                        run = gr.Button("Stylize and archive", variant="primary", elem_id="stylize-button", scale=3)
+                        stop = gr.Button("Stop", variant="stop", elem_id="stop-button", scale=1)
                 with gr.Column():
                     comparison = gr.ImageSlider(label="Before / after", type="pil", elem_id="comparison")
                     result_file = gr.File(label="Full-resolution result (PNG with embedded provenance and signed "
@@ -586,11 +643,12 @@ def build_demo(stylizer: Stylizer, archive: Archive, *, model_notice: str = "",
         preset_gallery.select(handlers.preset_selected, None, [preset, style_source], **private)
         preset.change(handlers.preset_attribution, preset, attribution, **private)
         # Uploads reach the handlers unprocessed so that a bad file gets the library's own message.
-        # The texture scale comes last, after the catalogue fields, so the earlier inputs keep their positions.
-        run.click(handlers.stylize, [content, *settings_inputs, *catalogue, texture_side],
-                  [comparison, result_file, result_entry, status], api_name="stylize", preprocess=False
-                  ).success(handlers.search_gallery, search_inputs, gallery_outputs, **private)
-        batch_run.click(handlers.batch, [batch_files, *settings_inputs, *batch_catalogue, texture_side],
+        # Texture scale and quality come last, after the catalogue fields, so the earlier inputs keep their positions.
+        stylizing = run.click(handlers.stylize, [content, *settings_inputs, *catalogue, texture_side, quality],
+                              [comparison, result_file, result_entry, status], api_name="stylize", preprocess=False)
+        stylizing.success(handlers.search_gallery, search_inputs, gallery_outputs, **private)
+        stop.click(None, None, None, cancels=[stylizing])
+        batch_run.click(handlers.batch, [batch_files, *settings_inputs, *batch_catalogue, texture_side, quality],
                         [batch_summary, batch_report, batch_gallery], api_name="batch", preprocess=False
                         ).success(handlers.search_gallery, search_inputs, gallery_outputs, **private)
         for trigger in (search_button.click, search_text.submit, search_tag.submit, search_style.submit,

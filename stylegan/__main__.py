@@ -2,6 +2,7 @@
 
     python -m stylegan stylize scans/ "more/**/*.tif" --style hokusai_great_wave_off_kanagawa --out stylized/
     python -m stylegan stylize page.jpg --style a.jpg --weight 2 --style b.jpg --weight 1 --out out/
+    python -m stylegan stylize page.jpg --style a.jpg --quality best --out out/      # refined, about a minute on a CPU
     python -m stylegan presets
     python -m stylegan verify stylized/*.png
 
@@ -48,7 +49,17 @@ from .credentials import (
     read_credentials,
 )
 from .images import open_image
-from .inference import DEFAULT_TEXTURE_SIDE, MIN_TEXTURE_SIDE, STYLIZE_MODES, ProgressCallback, Style, Stylizer
+from .inference import (
+    DEFAULT_TEXTURE_SIDE,
+    MIN_TEXTURE_SIDE,
+    QUALITIES,
+    STYLIZE_MODES,
+    ProgressCallback,
+    Style,
+    Stylizer,
+    refine_working_size,
+)
+from .optimize import OPTIMIZE_STEPS, REFINE_STEPS
 from .provenance import new_record, save_with_provenance, sha256_bytes, sidecar_path
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp", ".gif"})
@@ -58,7 +69,6 @@ SAVE_OPTIONS: dict[str, dict[str, object]] = {"jpg": {"quality": 95}, "webp": {"
 # than losing alpha or bit depth without a word.
 FORMAT_MODES = {"jpg": {"L", "RGB"}, "webp": {"L", "RGB", "LA", "RGBA"}}
 GLOB_CHARACTERS = frozenset("*?[")
-DEFAULT_STEPS = 200
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
 
 
@@ -91,7 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
                               f"0: at the image's own resolution (default {DEFAULT_TEXTURE_SIDE})")
     stylize.add_argument("--mode", choices=STYLIZE_MODES, default="feedforward",
                          help="feedforward: the trained network (fast); optimize: per-image optimisation (slow)")
-    stylize.add_argument("--steps", type=int, help=f"optimisation steps for --mode optimize (default {DEFAULT_STEPS})")
+    stylize.add_argument("--quality", choices=QUALITIES, default="fast",
+                         help="fast: the network's result; best: that result refined by optimisation against the "
+                              "style image's Gram matrices (about a minute an image on a CPU, seconds on a GPU)")
+    stylize.add_argument("--steps", type=int, help=f"loss evaluations of --quality best (default {REFINE_STEPS}) "
+                                                   f"or --mode optimize (default {OPTIMIZE_STEPS})")
     stylize.add_argument("--seed", type=int, help="seed for the optimisation's initial noise (recorded)")
     stylize.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder (created)")
     stylize.add_argument("--format", choices=sorted(FORMAT_SUFFIXES), default="png", help="output format")
@@ -191,8 +205,8 @@ def collect_inputs(specs: list[str], exclude: Path) -> tuple[list[Path], list[tu
     return list(found.values()), failures
 
 
-def resolve_style(stylizer: Stylizer, specs: list[str], weights: list[float] | None,
-                  mode: str) -> tuple[Style, list[dict[str, object]], list[Ingredient]]:
+def resolve_style(stylizer: Stylizer, specs: list[str], weights: list[float] | None, mode: str,
+                  quality: str = "fast") -> tuple[Style, list[dict[str, object]], list[Ingredient]]:
     """--style/--weight -> (a style for `Stylizer.stylize`, its description for `provenance.new_record`,
     its ingredients for the Content Credentials)."""
     if weights is None:
@@ -216,9 +230,11 @@ def resolve_style(stylizer: Stylizer, specs: list[str], weights: list[float] | N
             described.append({"image": path.name, "sha256": sha256_bytes(data), "weight": weight})
             ingredients.append(Ingredient(path.name, data, weight=weight))
         elif spec in stylizer.presets:
-            if mode == "optimize":
-                raise UsageError(f"preset {spec!r} is a style code for the feed-forward network; "
-                                 "--mode optimize needs a style image")
+            if mode == "optimize" or quality == "best":
+                try:  # both match the style image's Grams: the preset's must be stored with the model
+                    stylizer.preset_style(spec, "--mode optimize" if mode == "optimize" else "--quality best")
+                except ValueError as error:
+                    raise UsageError(str(error)) from error
             preset = stylizer.presets[spec]
             sources.append((spec, weight))
             described.append({"preset": spec, "title": preset.label, "license": preset.license, "weight": weight})
@@ -265,6 +281,7 @@ class Job:
     max_long_side: int | None
     texture_side: int | None
     mode: str
+    quality: str
     steps: int
     seed: int | None
     out_dir: Path
@@ -272,16 +289,19 @@ class Job:
     identity: SigningIdentity
     style_ingredients: tuple[Ingredient, ...]
 
-    @property
-    def settings(self) -> dict[str, object]:
-        """What the provenance record keeps besides model, style, strength and seed."""
-        settings: dict[str, object] = {"mode": self.mode, "preserve_color": self.preserve_color,
+    def settings(self, content_size: tuple[int, int]) -> dict[str, object]:
+        """What the provenance record keeps besides model, style, strength and seed; best quality adds the
+        (width, height) it optimised an image of `content_size` at."""
+        settings: dict[str, object] = {"mode": self.mode, "quality": self.quality,
+                                       "preserve_color": self.preserve_color,
                                        "max_long_side": self.max_long_side, "format": self.format,
                                        "texture_side": self.texture_side,
                                        "styles": [item.get("preset", item.get("image")) for item in
                                                   self.style_description]}
-        if self.mode == "optimize":
+        if self.mode == "optimize" or self.quality == "best":
             settings["steps"] = self.steps
+        if self.quality == "best":
+            settings["working_size"] = list(refine_working_size(content_size, self.max_long_side, self.texture_side))
         return settings
 
 
@@ -291,14 +311,14 @@ def stylize_one(stylizer: Stylizer, path: Path, job: Job, progress: ProgressCall
     content = open_image(data, name=str(path))
     stylized = stylizer.stylize(content, job.style, job.strength, preserve_color=job.preserve_color, seed=job.seed,
                                 max_long_side=job.max_long_side, texture_side=job.texture_side, progress=progress,
-                                mode=job.mode, steps=job.steps)
+                                mode=job.mode, quality=job.quality, steps=job.steps)
     allowed = FORMAT_MODES.get(job.format)
     if allowed is not None and stylized.mode not in allowed:
         lost = "alpha" if "A" in stylized.mode else "bit depth"
         raise ValueError(f"a {stylized.mode} result cannot be saved as {job.format} without losing {lost}; "
                          "use --format png or tiff")
     record = new_record(source_sha256=sha256_bytes(data), source_name=path.name, model_info=stylizer.model_info,
-                        style=job.style_description, style_strength=job.strength, settings=job.settings,
+                        style=job.style_description, style_strength=job.strength, settings=job.settings(content.size),
                         seed=job.seed)
     suffix = FORMAT_SUFFIXES[job.format]
     number = 0
@@ -322,9 +342,11 @@ def run_stylize(args: argparse.Namespace) -> int:
         raise UsageError(f"--max-long-side must be at least 8, got {args.max_long_side}")
     if args.texture_side and args.texture_side < MIN_TEXTURE_SIDE:
         raise UsageError(f"--texture-side must be 0 or at least {MIN_TEXTURE_SIDE}, got {args.texture_side}")
-    if args.steps is not None and args.mode != "optimize":
-        raise UsageError("--steps only applies to --mode optimize")
-    steps = DEFAULT_STEPS if args.steps is None else args.steps
+    if args.mode == "optimize" and args.quality == "best":
+        raise UsageError("--quality best refines the network's result; --mode optimize has none to refine")
+    if args.steps is not None and args.mode != "optimize" and args.quality != "best":
+        raise UsageError("--steps only applies to --quality best and --mode optimize")
+    steps = args.steps if args.steps is not None else OPTIMIZE_STEPS if args.mode == "optimize" else REFINE_STEPS
     if steps < 1:
         raise UsageError(f"--steps must be ≥ 1, got {steps}")
     out_dir: Path = args.out
@@ -337,13 +359,14 @@ def run_stylize(args: argparse.Namespace) -> int:
         failures = []  # inputs that could not be found are reported once, by rank 0
     inputs = inputs[rank::world]
     stylizer = load_stylizer(args)
-    style, style_description, style_ingredients = resolve_style(stylizer, args.style, args.weight, args.mode)
+    style, style_description, style_ingredients = resolve_style(stylizer, args.style, args.weight, args.mode,
+                                                                args.quality)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UsageError(f"cannot create --out {out_dir}: {error}") from error
     job = Job(style, style_description, args.strength, args.preserve_color, args.max_long_side,
-              args.texture_side or None, args.mode, steps, args.seed, out_dir, args.format, identity,
+              args.texture_side or None, args.mode, args.quality, steps, args.seed, out_dir, args.format, identity,
               tuple(style_ingredients))
 
     written = 0

@@ -10,6 +10,9 @@ about one 640² pass. With `texture_side=None` the network runs at full resoluti
 larger than `whole_image_pixels` then go through overlapping tiles blended with linear
 ramps; every tile is normalised with statistics measured once on the whole image
 (downscaled), so tiles agree and no seams show. Memory stays bounded by the tile size.
+
+`quality="best"` then optimises the network's result against the style's Gram matrices
+(`stylegan.optimize.refine`) before the detail is restored; `stylize_iter` yields it as it improves.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ import hashlib
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +34,7 @@ from .generator import MIN_SIDE, Generator, NormStats, style_statistics
 from .images import (
     limit_chroma,
     mean_chroma,
+    open_image,
     pad_to_multiple,
     preserve_colors,
     resize_long_side,
@@ -39,21 +43,40 @@ from .images import (
     to_tensor,
     upscale_with_detail,
 )
-from .optimize import OPTIMIZE_STYLE_LONG_SIDE, optimize_stylize
+from .optimize import (
+    OPTIMIZE_STEPS,
+    OPTIMIZE_STYLE_LONG_SIDE,
+    REFINE_PREVIEW_EVERY,
+    REFINE_STEPS,
+    REFINE_STYLE_LAYERS,
+    optimize_stylize,
+    refine,
+    style_targets,
+)
 from .palette import apply_lut, blend_palettes, fit_lut, palette_of
-from .presets import PRESET_CODES_FILE, PRESET_INFO_FILE, PRESET_PALETTES_FILE, Preset, load_presets
+from .presets import (
+    PRESET_CODES_FILE,
+    PRESET_INFO_FILE,
+    PRESET_PALETTES_FILE,
+    PRESET_STYLES_FOLDER,
+    Preset,
+    load_presets,
+    preset_style_files,
+)
 
 DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
 BUNDLED_REPO = "bundled"
 WEIGHTS_FILE = "model.safetensors"
 MODEL_FILES = ["config.json", WEIGHTS_FILE, PRESET_CODES_FILE, PRESET_PALETTES_FILE, PRESET_INFO_FILE, "README.md",
-               "training.json", "*.png"]
+               "training.json", "*.png", f"{PRESET_STYLES_FOLDER}/*.jpg"]
 
 # A style: a preset name, a style image, or a list of (preset name or image, weight).
 StyleSource = str | Image.Image
 Style = StyleSource | Sequence[tuple[StyleSource, float]]
 ProgressCallback = Callable[[float, str], None]
 STYLIZE_MODES = ("feedforward", "optimize")
+# fast: the network alone; best: the network's result refined by optimisation (stylegan.optimize.refine).
+QUALITIES = ("fast", "best")
 BACKENDS = ("torch", "onnx")  # onnx: onnxruntime on the CPU, see stylegan/onnx_backend.py
 # The style is painted on the image shrunk to about this² pixels, then enlarged with the original's
 # full-resolution detail added back: the texture is sized relative to the picture, not to its pixels,
@@ -61,6 +84,10 @@ BACKENDS = ("torch", "onnx")  # onnx: onnxruntime on the CPU, see stylegan/onnx_
 DEFAULT_TEXTURE_SIDE = 640
 MIN_TEXTURE_SIDE = 64
 PALETTE_BAND_ROWS = 256  # rows per band when a palette table is applied to a large image
+# Best quality refines at the texture side; with texture_side=None at most at this side² (VGG19's
+# backward pass at full resolution would take minutes per step on a CPU and gigabytes on a GPU).
+REFINE_MAX_SIDE = 1024
+MIN_REFINE_STYLE_SIDE = 128  # style images are read at least this large (relu4_1 at 1/8 of it)
 
 
 @dataclass(frozen=True)
@@ -113,7 +140,7 @@ class Stylizer:
                  preset_codes: dict[str, Tensor] | None = None, preset_palettes: dict[str, Tensor] | None = None,
                  *, model_info: ModelInfo | None = None,
                  vgg: VGG19Features | None = None, device: torch.device | str | None = None,
-                 backend: str = "torch") -> None:
+                 backend: str = "torch", preset_styles: Mapping[str, Path] | None = None) -> None:
         self.device = torch.device(device) if device is not None else default_device()
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -129,6 +156,7 @@ class Stylizer:
         self.presets = dict(presets or {})
         self._preset_codes = {name: code.to(self.device, torch.float32) for name, code in (preset_codes or {}).items()}
         self._preset_palettes = dict(preset_palettes or {})
+        self._preset_styles = dict(preset_styles or {})  # name -> stored style image (best quality's Grams)
         self.model_info = model_info or ModelInfo("unsaved", "none", "", "")
         self._onnx = None
         if backend == "onnx":
@@ -177,7 +205,7 @@ class Stylizer:
         revision = folder.name if folder.parent.name == "snapshots" else weights_sha256[:12]
         return cls(generator, presets, codes, palettes,
                    model_info=ModelInfo(repo, revision, weights_sha256, str(folder)),
-                   device=device, backend=backend)
+                   device=device, backend=backend, preset_styles=preset_style_files(folder, presets))
 
     # -- styles ------------------------------------------------------------------------------
     def style_code(self, style: StyleSource) -> Tensor:
@@ -236,12 +264,38 @@ class Stylizer:
         palette = None if any(p is None for p in palettes) else blend_palettes(torch.stack(palettes), weights)
         return StyleEntry(code, chroma, palette)
 
+    def preset_style(self, name: str, purpose: str = "optimisation") -> Image.Image:
+        """A preset's stored style image; a ValueError naming `purpose` if the model has none for it."""
+        if name not in self._preset_codes:
+            raise ValueError(f"unknown preset {name!r}; known presets: {sorted(self.presets)}")
+        if name not in self._preset_styles:
+            raise ValueError(f"preset {name!r} has no style image stored with this model, and {purpose} needs a "
+                             "style image: upload the artwork as a style image, or use a model exported with "
+                             "its presets' style images (stylegan.presets.save_preset_styles)")
+        return open_image(self._preset_styles[name], name=f"style image of preset {name!r}")
+
+    def _style_images(self, style: Style, purpose: str, long_side: int) -> list[tuple[Tensor, float]]:
+        """(pixels at `long_side`, weight) per style image of a style or blend, presets read from their
+        stored style images: what optimisation matches Grams against."""
+        sources = [(style, 1.0)] if isinstance(style, (str, Image.Image)) else list(style)
+        if not sources:
+            raise ValueError("no style given")
+        images = []
+        for source, weight in sources:
+            if isinstance(source, str):
+                source = self.preset_style(source, purpose)
+            if not isinstance(source, Image.Image):
+                raise TypeError(f"a style is a preset name or a PIL image, got {type(source).__name__}")
+            images.append((resize_long_side(to_tensor(source), long_side), float(weight)))
+        return images
+
     # -- stylising ---------------------------------------------------------------------------
     @torch.inference_mode()
     def stylize(self, content: Image.Image, style: Style, strength: float = 0.8, *, preserve_color: bool = False,
                 seed: int | None = None, max_long_side: int | None = None,
                 progress: ProgressCallback | None = None, mode: str = "feedforward",
-                steps: int = 200, texture_side: int | None = DEFAULT_TEXTURE_SIDE) -> Image.Image:
+                steps: int | None = None, texture_side: int | None = DEFAULT_TEXTURE_SIDE,
+                quality: str = "fast") -> Image.Image:
         """Stylise `content` (any mode) -> a PIL image of the same size and mode.
 
         `strength` ∈ [0, 1] blends style statistics (0 reproduces the content). `max_long_side`
@@ -250,21 +304,27 @@ class Stylizer:
         The network is deterministic; `seed` is accepted so callers can record it, and is used by
         the optimisation mode.
 
+        `quality="best"` refines the network's result by optimisation (`stylize_iter`, `steps` loss
+        evaluations, default REFINE_STEPS: seconds on a GPU, about a minute on a CPU).
+
         `mode="optimize"` runs per-image optimisation (`stylegan.optimize`, `steps` loss
-        evaluations, minutes on a CPU) instead of the network; it needs style images, not presets.
+        evaluations, default OPTIMIZE_STEPS, minutes on a CPU) from the content instead of the network.
+        Both match the style image's Gram matrices: presets need their style image stored with the model.
         """
-        if not 0.0 <= float(strength) <= 1.0:
-            raise ValueError(f"strength must be in [0, 1], got {strength}")
-        if mode not in STYLIZE_MODES:
-            raise ValueError(f"mode must be one of {STYLIZE_MODES}, got {mode!r}")
-        if texture_side is not None and not MIN_TEXTURE_SIDE <= texture_side:
-            raise ValueError(f"texture_side must be at least {MIN_TEXTURE_SIDE} px (or None), got {texture_side}")
+        self._check(strength, mode, texture_side, quality)
+        if quality == "best":
+            for result in self.stylize_iter(content, style, strength, preserve_color=preserve_color,
+                                            max_long_side=max_long_side, progress=progress, steps=steps,
+                                            texture_side=texture_side):
+                pass
+            return result
         pixels = to_tensor(content)
         if max_long_side is not None and max(pixels.shape[-2:]) > max_long_side:
             pixels = resize_long_side(pixels, max_long_side)
         if mode == "optimize":
-            result = optimize_stylize(pixels, _optimize_style_images(style), self.vgg, strength=float(strength),
-                                      steps=steps, seed=seed, progress=progress)
+            result = optimize_stylize(pixels, self._style_images(style, "mode='optimize'", OPTIMIZE_STYLE_LONG_SIDE), self.vgg,
+                                      strength=float(strength), steps=OPTIMIZE_STEPS if steps is None else steps,
+                                      seed=seed, progress=progress)
         else:
             entry = self._blended(style)
             code = self.generator.blend(entry.code[None], float(strength)).to(self.dtype)
@@ -274,10 +334,63 @@ class Stylizer:
                 # No more colourful than the style (at strength 1): a guarantee on top of the palette
                 # transfer, which matches the style's colours closely but not exactly.
                 limit_chroma(result, entry.chroma, float(strength))
-        if preserve_color:
-            result = preserve_colors(result, pixels)
-        output = to_pil(result, like=content)
-        return output if output.size == content.size or max_long_side else output.resize(content.size)
+        return _finished(result, pixels, content, preserve_color, max_long_side)
+
+    @staticmethod
+    def _check(strength: float, mode: str, texture_side: int | None, quality: str) -> None:
+        if not 0.0 <= float(strength) <= 1.0:
+            raise ValueError(f"strength must be in [0, 1], got {strength}")
+        if mode not in STYLIZE_MODES:
+            raise ValueError(f"mode must be one of {STYLIZE_MODES}, got {mode!r}")
+        if texture_side is not None and not MIN_TEXTURE_SIDE <= texture_side:
+            raise ValueError(f"texture_side must be at least {MIN_TEXTURE_SIDE} px (or None), got {texture_side}")
+        if quality not in QUALITIES:
+            raise ValueError(f"quality must be one of {QUALITIES}, got {quality!r}")
+        if quality == "best" and mode != "feedforward":
+            raise ValueError("quality='best' refines the network's result; mode='optimize' has none to refine")
+
+    @torch.inference_mode()
+    def stylize_iter(self, content: Image.Image, style: Style, strength: float = 0.8, *, preserve_color: bool = False,
+                     max_long_side: int | None = None, progress: ProgressCallback | None = None,
+                     steps: int | None = None, texture_side: int | None = DEFAULT_TEXTURE_SIDE,
+                     every: int = REFINE_PREVIEW_EVERY) -> Iterator[Image.Image]:
+        """Best quality as it improves: yields the network's result, then the refined result every
+        `every` loss evaluations, each finished like `stylize`'s; the last is `stylize(..., quality="best")`.
+        Closing the iterator early stops the work.
+
+        The network's result at the texture side (at most REFINE_MAX_SIDE² px when `texture_side` is
+        None: see `refine_working_size`) is optimised against the content's VGG19 features and the
+        style images' Grams (`stylegan.optimize.refine`), `strength` weighting the style terms as it
+        weights the network's code and the palette (0: nothing to refine, the network's result is all);
+        then the full-resolution detail is restored, the chroma limited, as on the fast path."""
+        self._check(strength, "feedforward", texture_side, "best")
+        steps = REFINE_STEPS if steps is None else steps
+        if steps < 1:
+            raise ValueError(f"steps must be ≥ 1, got {steps}")
+        pixels = to_tensor(content)
+        if max_long_side is not None and max(pixels.shape[-2:]) > max_long_side:
+            pixels = resize_long_side(pixels, max_long_side)
+        entry, strength = self._blended(style), float(strength)
+        small = resize_to_area(pixels, texture_side or REFINE_MAX_SIDE)
+        # The style read at the picture's scale: its texture comes out as large relative to the picture
+        # as it is in the style image (at the evaluation's 512 px, what its Gram metric compares).
+        style_side = max(max(small.shape[-2:]), MIN_REFINE_STYLE_SIDE)
+        targets = style_targets(self._style_images(style, "quality='best'", style_side), self.vgg, REFINE_STYLE_LAYERS)
+        code = self.generator.blend(entry.code[None], strength).to(self.dtype)
+        start = self.stylize_tensor(small, code, palette=entry.palette, palette_strength=strength)
+
+        def finished(stylized: Tensor) -> Image.Image:
+            result = upscale_with_detail(stylized, small, pixels) if small is not pixels else stylized.clone()
+            if entry.chroma is not None:
+                limit_chroma(result, entry.chroma, strength)
+            return _finished(result, pixels, content, preserve_color, max_long_side)
+
+        yield finished(start)
+        if strength == 0:
+            return
+        for _, refined in refine(start, small, targets, self.vgg, strength=strength, steps=steps,
+                                 palette=entry.palette, every=every, progress=progress):
+            yield finished(refined)
 
     def stylize_tensor(self, pixels: Tensor, code: Tensor, *, progress: ProgressCallback | None = None,
                        tile_size: int | None = None, texture_side: int | None = None,
@@ -355,19 +468,23 @@ class Stylizer:
         return torch.from_numpy(output / weight_sum)[None]
 
 
-def _optimize_style_images(style: Style) -> list[tuple[Tensor, float]]:
-    """(pixels, weight) per style image for optimisation; presets are codes, which it cannot use."""
-    sources = [(style, 1.0)] if isinstance(style, (str, Image.Image)) else list(style)
-    if not sources:
-        raise ValueError("no style given")
-    for source, _ in sources:
-        if isinstance(source, str):
-            raise ValueError(f"preset {source!r} is a style code for the feed-forward network; "
-                             "mode='optimize' needs a style image instead")
-        if not isinstance(source, Image.Image):
-            raise TypeError(f"a style is a preset name or a PIL image, got {type(source).__name__}")
-    return [(resize_long_side(to_tensor(source), OPTIMIZE_STYLE_LONG_SIDE), float(weight))
-            for source, weight in sources]
+def _finished(result: Tensor, pixels: Tensor, content: Image.Image, preserve_color: bool,
+              max_long_side: int | None) -> Image.Image:
+    """A stylised (1, 3, H, W) as the caller's image: colours kept if asked, the content's mode and size."""
+    if preserve_color:
+        result = preserve_colors(result, pixels)
+    output = to_pil(result, like=content)
+    return output if output.size == content.size or max_long_side else output.resize(content.size)
+
+
+def refine_working_size(size: tuple[int, int], max_long_side: int | None = None,
+                        texture_side: int | None = DEFAULT_TEXTURE_SIDE) -> tuple[int, int]:
+    """(width, height) at which best quality optimises an image of `size` (recorded in provenance)."""
+    pixels = torch.empty(1, 1, size[1], size[0], device="meta")
+    if max_long_side is not None and max(size) > max_long_side:
+        pixels = resize_long_side(pixels, max_long_side)
+    height, width = resize_to_area(pixels, texture_side or REFINE_MAX_SIDE).shape[-2:]
+    return width, height
 
 
 def _tile_starts(length: int, tile: int, stride: int) -> list[int]:

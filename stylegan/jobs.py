@@ -3,14 +3,16 @@
     choice = StyleChoice(preset="bruegel_the_harvesters")
     job = stylize_and_archive(stylizer, archive, data, "scan.tif", choice, Settings(strength=0.7), Catalogue(...))
 
-`run` lets the caller supply the function that touches the device (the app wraps
-`Stylizer.stylize` for ZeroGPU); by default `stylizer.stylize` is called directly.
+`run` and `run_best` let the caller supply the functions that touch the device (the app wraps
+them for ZeroGPU); by default `stylizer.stylize` and `stylizer.stylize_iter` are called directly.
+`stylize_progressively` yields best quality's results on the way (`Draft`s) before the archived `Job`.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import PurePath
 
@@ -20,7 +22,16 @@ from .archive import Archive, ArchiveError, Catalogue, Entry
 from .batch import BatchItem, Refusal, UnreadableMember
 from .credentials import CredentialsError, Ingredient, preset_ingredient
 from .images import ImageError, open_image
-from .inference import DEFAULT_TEXTURE_SIDE, MIN_TEXTURE_SIDE, ProgressCallback, Style, Stylizer
+from .inference import (
+    DEFAULT_TEXTURE_SIDE,
+    MIN_TEXTURE_SIDE,
+    QUALITIES,
+    ProgressCallback,
+    Style,
+    Stylizer,
+    refine_working_size,
+)
+from .optimize import REFINE_STEPS
 from .postprocess import PostProcess
 from .provenance import new_record, sha256_bytes
 from .thumbnails import downscale_rgb
@@ -30,6 +41,11 @@ MAX_LONG_SIDE = 30_000
 # (content, style, strength, preserve_color, max_long_side, texture_side, seed, progress) -> stylised image
 RunFunction = Callable[[Image.Image, Style, float, bool, "int | None", "int | None", int, "ProgressCallback | None"],
                        Image.Image]
+# (content, style, strength, preserve_color, max_long_side, texture_side, steps, progress) -> best quality's
+# results as they improve (`Stylizer.stylize_iter`); closing it stops the work
+BestRunFunction = Callable[[Image.Image, Style, float, bool, "int | None", "int | None", int,
+                            "ProgressCallback | None"], Iterator[Image.Image]]
+MAX_REFINE_STEPS = 1000
 
 
 @dataclass(frozen=True)
@@ -79,6 +95,8 @@ class Settings:
     texture_side: int | None = DEFAULT_TEXTURE_SIDE  # style painted at ~side² px; None: at full resolution
     post: PostProcess = field(default_factory=PostProcess)
     seed: int = 0  # recorded; the network itself is deterministic
+    quality: str = "fast"  # fast: the network; best: its result refined by optimisation
+    steps: int = REFINE_STEPS  # best quality's loss evaluations
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.strength) and 0.0 <= self.strength <= 1.0):
@@ -91,18 +109,27 @@ class Settings:
                              f"got {self.texture_side}")
         if not 0 <= self.seed < 2**63:
             raise ValueError(f"the seed must be a whole number from 0 to 2^63-1, got {self.seed}")
+        if self.quality not in QUALITIES:
+            raise ValueError(f"quality must be one of {QUALITIES}, got {self.quality!r}")
+        if not 1 <= self.steps <= MAX_REFINE_STEPS:
+            raise ValueError(f"best quality's steps must be between 1 and {MAX_REFINE_STEPS}, got {self.steps}")
 
-    def record_settings(self) -> dict:
-        """What the provenance keeps besides model, style, strength and seed."""
-        return {"mode": "feedforward", "preserve_color": self.preserve_color,
-                "max_long_side": self.max_long_side, "texture_side": self.texture_side, **self.post.settings()}
+    def record_settings(self, content_size: tuple[int, int]) -> dict:
+        """What the provenance keeps besides model, style, strength and seed; best quality adds its steps
+        and the (width, height) it optimised at."""
+        settings = {"mode": "feedforward", "quality": self.quality, "preserve_color": self.preserve_color,
+                    "max_long_side": self.max_long_side, "texture_side": self.texture_side, **self.post.settings()}
+        if self.quality == "best":
+            settings["steps"] = self.steps
+            settings["working_size"] = list(refine_working_size(content_size, self.max_long_side, self.texture_side))
+        return settings
 
 
 @dataclass(frozen=True)
-class Job:
-    entry: Entry
+class Draft:
+    """A result on the way (best quality: the network's, then refined ones), shown but not archived."""
     content: Image.Image  # the decoded original
-    result: Image.Image  # what was archived: stylised, then post-processed
+    result: Image.Image  # stylised, then post-processed
     settings: Settings
 
     def comparison(self, long_side: int) -> tuple[Image.Image, Image.Image]:
@@ -113,22 +140,51 @@ class Job:
         return before.resize(after.size), after
 
 
-def stylize_and_archive(stylizer: Stylizer, archive: Archive, original: bytes, original_name: str,
-                        style: StyleChoice, settings: Settings, catalogue: Catalogue, *,
-                        run: RunFunction | None = None, progress: ProgressCallback | None = None) -> Job:
-    """Decode, stylise, post-process and archive one upload. Bad input raises a ValueError
-    (`ImageError`, `ArchiveError`) whose message names the problem."""
+@dataclass(frozen=True)
+class Job(Draft):
+    """The archived result."""
+    entry: Entry
+
+
+def stylize_progressively(stylizer: Stylizer, archive: Archive, original: bytes, original_name: str,
+                          style: StyleChoice, settings: Settings, catalogue: Catalogue, *,
+                          run: RunFunction | None = None, run_best: BestRunFunction | None = None,
+                          progress: ProgressCallback | None = None) -> Iterator[Draft]:
+    """Decode, stylise, post-process and archive one upload, yielding each result on the way: best
+    quality's as `Draft`s, then the archived `Job` (the last item). Closing the iterator stops the work
+    and archives nothing. Bad input raises a ValueError (`ImageError`, `ArchiveError`) whose message
+    names the problem."""
     content = open_image(original, name=original_name)
     style_value, style_description = style.resolve(stylizer)
-    run = run or _run_directly(stylizer)
-    stylized = run(content, style_value, settings.strength, settings.preserve_color, settings.max_long_side,
-                   settings.texture_side, settings.seed, progress)
-    result = settings.post.apply(stylized)
+    result = None
+    if settings.quality == "best":
+        run_best = run_best or _run_best_directly(stylizer)
+        results = run_best(content, style_value, settings.strength, settings.preserve_color, settings.max_long_side,
+                           settings.texture_side, settings.steps, progress)
+        with closing(results):
+            for stylized in results:
+                result = settings.post.apply(stylized)
+                yield Draft(content, result, settings)
+    else:
+        run = run or _run_directly(stylizer)
+        result = settings.post.apply(run(content, style_value, settings.strength, settings.preserve_color,
+                                         settings.max_long_side, settings.texture_side, settings.seed, progress))
     record = new_record(source_sha256=sha256_bytes(original), source_name=original_name,
                         model_info=stylizer.model_info, style=style_description, style_strength=settings.strength,
-                        settings=settings.record_settings(), seed=settings.seed)
+                        settings=settings.record_settings(content.size), seed=settings.seed)
     entry = archive.add(original, result, record, catalogue, style.ingredients(stylizer))
-    return Job(entry, content, result, settings)
+    yield Job(content, result, settings, entry)
+
+
+def stylize_and_archive(stylizer: Stylizer, archive: Archive, original: bytes, original_name: str,
+                        style: StyleChoice, settings: Settings, catalogue: Catalogue, *,
+                        run: RunFunction | None = None, run_best: BestRunFunction | None = None,
+                        progress: ProgressCallback | None = None) -> Job:
+    """`stylize_progressively` to the end: the archived `Job`."""
+    for job in stylize_progressively(stylizer, archive, original, original_name, style, settings, catalogue,
+                                     run=run, run_best=run_best, progress=progress):
+        pass
+    return job
 
 
 def _run_directly(stylizer: Stylizer) -> RunFunction:
@@ -136,6 +192,14 @@ def _run_directly(stylizer: Stylizer) -> RunFunction:
         return stylizer.stylize(content, style, strength, preserve_color=preserve_color, max_long_side=max_long_side,
                                 texture_side=texture_side, seed=seed, progress=progress)
     return run
+
+
+def _run_best_directly(stylizer: Stylizer) -> BestRunFunction:
+    def run_best(content, style, strength, preserve_color, max_long_side, texture_side, steps, progress):
+        return stylizer.stylize_iter(content, style, strength, preserve_color=preserve_color,
+                                     max_long_side=max_long_side, texture_side=texture_side, steps=steps,
+                                     progress=progress)
+    return run_best
 
 
 @dataclass(frozen=True)
@@ -159,7 +223,7 @@ class BatchReport:
 
 def stylize_batch(stylizer: Stylizer, archive: Archive, items: Sequence[BatchItem], style: StyleChoice,
                   settings: Settings, catalogue: Catalogue, *, run: RunFunction | None = None,
-                  progress: ProgressCallback | None = None) -> BatchReport:
+                  run_best: BestRunFunction | None = None, progress: ProgressCallback | None = None) -> BatchReport:
     """Each item with one style and settings; titled by its file name. Items that fail are
     refused with the reason and the batch goes on."""
     entries: list[Entry] = []
@@ -170,7 +234,7 @@ def stylize_batch(stylizer: Stylizer, archive: Archive, items: Sequence[BatchIte
         item_catalogue = dataclasses.replace(catalogue, title=PurePath(item.name).stem)
         try:
             job = stylize_and_archive(stylizer, archive, item.read(), PurePath(item.name).name, style, settings,
-                                      item_catalogue, run=run, progress=item_progress)
+                                      item_catalogue, run=run, run_best=run_best, progress=item_progress)
         except (ImageError, ArchiveError, UnreadableMember, CredentialsError, OSError) as error:
             refused.append(Refusal(item.name, str(error)))
             continue

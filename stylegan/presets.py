@@ -1,16 +1,25 @@
-"""Named style presets: style codes and palettes (safetensors) with attribution (JSON), stored with the model."""
+"""Named style presets: style codes and palettes (safetensors) with attribution (JSON), stored with the model,
+and optionally each preset's style image, downsized (`preset_styles/<name>.jpg`): best quality
+(`Stylizer.stylize(..., quality="best")`) matches the style image's Gram matrices, which a code cannot give back."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from PIL import Image
 from safetensors.torch import load_file, save_file
 from torch import Tensor
+
+from .images import resize_long_side, to_pil, to_tensor
 
 PRESET_CODES_FILE = "presets.safetensors"
 PRESET_INFO_FILE = "presets.json"
 PRESET_PALETTES_FILE = "palettes.safetensors"  # each preset's `stylegan.palette.palette_of` its style image
+PRESET_STYLES_FOLDER = "preset_styles"  # <name>.jpg: each preset's style image, long side PRESET_STYLE_LONG_SIDE
+PRESET_STYLE_LONG_SIDE = 512  # the scale at which best quality and the evaluation read a style's Grams
+PRESET_STYLE_QUALITY = 95  # JPEG; the Grams of a q95 copy differ from the original's by well under 1 %
 
 
 @dataclass(frozen=True)
@@ -57,3 +66,28 @@ def load_presets(directory: str | Path) -> tuple[dict[str, Preset], dict[str, Te
         if set(values) != set(presets):
             raise ValueError(f"{directory}: presets.json and {file} disagree: {sorted(set(values) ^ set(presets))}")
     return presets, codes, palettes
+
+
+def save_preset_styles(directory: str | Path, images: Mapping[str, Image.Image]) -> None:
+    """Store each preset's style image (RGB, shrunk to long side PRESET_STYLE_LONG_SIDE if larger) as
+    `preset_styles/<name>.jpg` in a model folder; about 50-150 kB a preset."""
+    folder = Path(directory) / PRESET_STYLES_FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, image in images.items():
+        if not name or Path(name).name != name or name.startswith("."):
+            raise ValueError(f"a preset name must be a plain file name, got {name!r}")
+        pixels = to_tensor(image.convert("RGB"))
+        if max(pixels.shape[-2:]) > PRESET_STYLE_LONG_SIDE:
+            pixels = resize_long_side(pixels, PRESET_STYLE_LONG_SIDE)
+        to_pil(pixels).save(folder / f"{name}.jpg", format="JPEG", quality=PRESET_STYLE_QUALITY)
+
+
+def preset_style_files(directory: str | Path, presets: Mapping[str, Preset]) -> dict[str, Path]:
+    """The stored style image of each preset that has one ({} for models saved without them). A file
+    for a name that is not a preset means the folder is inconsistent, and is refused."""
+    folder = Path(directory) / PRESET_STYLES_FOLDER
+    files = {path.stem: path for path in sorted(folder.glob("*.jpg"))} if folder.is_dir() else {}
+    unknown = sorted(set(files) - set(presets))
+    if unknown:
+        raise ValueError(f"{folder}: style images of unknown presets: {unknown}")
+    return files

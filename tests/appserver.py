@@ -84,13 +84,14 @@ def raw_call(url: str, api_name: str, data: list, *, query: str = "", timeout: f
 
 
 def stylize_inputs(content: object, **changes) -> list:
-    """The /stylize event's 25 inputs in order (content, style, 6 style-image slots, settings, catalogue,
-    texture side)."""
+    """The /stylize event's 26 inputs in order (content, style, 6 style-image slots, settings, catalogue,
+    texture side, quality)."""
     values = {"content": content, "style_source": "preset", "preset": PRESET, "style_image_1": None,
               "style_weight_1": 1.0, "style_image_2": None, "style_weight_2": 1.0, "style_image_3": None,
               "style_weight_3": 1.0, "strength": 0.8, "preserve_color": False, "max_long_side": 0, "contrast": 1.0,
               "crop_left": 0, "crop_top": 0, "crop_right": 0, "crop_bottom": 0, "seed": 0, "title": "", "source_id": "",
-              "rights": "", "notes": "", "tags": "", "approved": False, "texture_side": 640} | changes
+              "rights": "", "notes": "", "tags": "", "approved": False, "texture_side": 640,
+              "quality": "fast"} | changes
     return list(values.values())
 
 

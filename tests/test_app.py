@@ -25,6 +25,7 @@ from stylegan.archive import Archive
 from stylegan.credentials import ENV_CERTS, ENV_KEY, KEY_FILE, SHA256_METADATA, WEIGHT_METADATA
 from stylegan.inference import Stylizer
 from stylegan.jobs import ScaledProgress
+from stylegan.optimize import REFINE_STEPS
 from stylegan.provenance import read_provenance, sha256_bytes
 
 gradio_client = pytest.importorskip("gradio_client")
@@ -125,6 +126,27 @@ def test_strength_and_uploaded_styles_change_the_result(served):
         [f"sha256:{sha256_bytes(images['style_a'].read_bytes())}", 1.0],
         [f"sha256:{sha256_bytes(images['style_b'].read_bytes())}", 0.5]]
     assert np.abs(pixels(blended) - pixels(strong)).mean() > 1.0
+
+
+def test_best_quality_shows_the_network_result_then_refined_ones_and_archives_the_last(served):
+    _, client, archive, images, _ = served
+    count = len(archive.search())
+    job = client.submit(content=gradio_client.handle_file(str(images["scan"])), style_source="images",
+                        style_image_1=gradio_client.handle_file(str(images["style_a"])), strength=0.9,
+                        title="Refined", rights=RIGHTS, quality="best", api_name="/stylize")
+    (_, after), result, entry, status = job.result()
+    drafts = job.outputs()[:-1]
+    assert len(drafts) >= 2 and "showing the network's result" in drafts[0][3]
+    assert "refined result 1" in drafts[1][3] and all(draft[1] is None and draft[2] is None for draft in drafts)
+    assert pixels(drafts[0][0][1]).shape == pixels(after).shape
+    assert np.abs(pixels(drafts[0][0][1]) - pixels(after)).mean() > 0.5  # the refinement changed the picture
+    assert entry["id"] in status and len(archive.search()) == count + 1  # one entry: the finished result
+    settings = entry["provenance"]["settings"]
+    assert (settings["quality"], settings["steps"], settings["working_size"]) == ("best", REFINE_STEPS, [64, 48])
+    assert read_provenance(result).to_dict() == entry["provenance"]
+    _, _, fast_entry, _ = stylize(client, images["scan"], approved=False)
+    assert fast_entry["provenance"]["settings"]["quality"] == "fast"
+    assert "steps" not in fast_entry["provenance"]["settings"]
 
 
 def test_search_edit_and_delete_through_the_api(served):

@@ -207,6 +207,30 @@ def test_optimize_mode_from_the_command_line(inputs: Path) -> None:
 
 
 @pytest.mark.slow
+def test_best_quality_from_the_command_line(inputs: Path) -> None:
+    out = inputs / "best"
+    result = run_cli("stylize", inputs / "loose" / "d_photo.png", "--style", inputs / "style.png", "--quality", "best",
+                     "--steps", "3", "--out", out)
+    assert result.returncode == 0, result.stderr
+    (output,) = results(out)
+    assert Image.open(output).size == (24, 40) and Image.open(output).mode == "L"
+    record = sidecars(out)["d_photo.png"]
+    assert (find_value(record, "quality"), find_value(record, "steps"), find_value(record, "working_size")) == (
+        "best", 3, [24, 40])
+    source = inputs / "scans" / "a_letter.png"
+    preset = run_cli("stylize", source, "--style", PRESET, "--quality", "best", "--out", inputs / "o")
+    if preset.returncode == 2:  # a model exported without its presets' style images
+        assert "--quality best needs a style image" in preset.stderr
+    else:
+        assert preset.returncode == 0, preset.stderr
+    both = run_cli("stylize", source, "--style", inputs / "style.png", "--quality", "best", "--mode", "optimize",
+                   "--out", inputs / "o")
+    assert both.returncode == 2 and "none to refine" in both.stderr
+    steps_alone = run_cli("stylize", source, "--style", inputs / "style.png", "--steps", "3", "--out", inputs / "o")
+    assert steps_alone.returncode == 2 and "--steps only applies" in steps_alone.stderr
+
+
+@pytest.mark.slow
 def test_presets_lists_names_with_attribution() -> None:
     result = run_cli("presets")
     assert result.returncode == 0, result.stderr

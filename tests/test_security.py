@@ -165,7 +165,8 @@ def test_a_client_cannot_name_a_file_on_the_server_as_its_upload(served, archive
         assert "not a file uploaded to this app" in message["output"]["error"]
     # The batch's file list is refused by Gradio itself (its data model demands `meta`, and then
     # checks the upload folder), or by the same check.
-    batch = raw_call(served.url, "batch", [[{"path": str(secret)}], *stylize_inputs(None)[1:18], "", "", "", False, 640])
+    batch = raw_call(served.url, "batch", [[{"path": str(secret)}], *stylize_inputs(None)[1:18], "", "", "", False, 640,
+                                            "fast"])
     assert not batch["success"]
     assert len(archive.search()) == count
 
