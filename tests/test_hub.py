@@ -27,8 +27,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "hf_stand_in_token"
 REPO = "archive-lab/tiny-style"
 BROKEN_REPO = "archive-lab/missing-key"
-PULLED_FILES = {"config.json", "model.safetensors", "presets.json", "presets.safetensors", "README.md",
-                "sample_grid.png", "losses.png", "training.json"}
+PULLED_FILES = {"config.json", "model.safetensors", "presets.json", "presets.safetensors", "palettes.safetensors",
+                "README.md", "sample_grid.png", "losses.png", "training.json"}
 
 pytestmark = pytest.mark.slow
 
