@@ -48,7 +48,7 @@ from stylegan.credentials import (
 )
 from stylegan.inference import DEFAULT_TEXTURE_SIDE, Stylizer
 from stylegan.jobs import Job, Settings, StyleChoice, StyleImage, stylize_batch, stylize_progressively
-from stylegan.optimize import REFINE_STEPS, refine_step_seconds
+from stylegan.optimize import REFINE_PREVIEW_EVERY, REFINE_STEPS, refine_step_seconds
 from stylegan.postprocess import PostProcess
 from stylegan.thumbnails import render_preset_thumbnails
 
@@ -65,6 +65,9 @@ GPU_SECONDS = 120  # ZeroGPU allowance for one stylisation
 # (VGG19 forward and backward at 640² px take milliseconds on a data-centre GPU).
 GPU_SECONDS_PER_REFINE_STEP = 1.0
 REFINE_OVERHEAD_STEPS = 3  # the network's pass, the style's and the content's features, in refinement steps
+# Best quality shows (and can be stopped after) every step on a CPU, where a step takes seconds; on a GPU a
+# step takes milliseconds and previews every few steps are plenty.
+PREVIEW_EVERY = {"cpu": 1}
 OUTPUT_SIZES = [("Full resolution", 0), ("4096 px long side", 4096), ("2048 px long side", 2048),
                 ("1024 px long side", 1024), ("512 px long side", 512)]
 TEXTURE_SIDES = [("Fine (painted at 1024² px)", 1024), (f"Standard ({DEFAULT_TEXTURE_SIDE}² px)", DEFAULT_TEXTURE_SIDE),
@@ -260,7 +263,8 @@ class Handlers:
         def run_best_on_device(content, style, strength, preserve_color, max_long_side, texture_side, steps, progress):
             yield from stylizer.stylize_iter(content, style, strength, preserve_color=preserve_color,
                                              max_long_side=max_long_side, texture_side=texture_side, steps=steps,
-                                             progress=progress)
+                                             progress=progress,
+                                             every=PREVIEW_EVERY.get(stylizer.device.type, REFINE_PREVIEW_EVERY))
 
         self.run_on_device = run_on_device
         self.run_best_on_device = run_best_on_device

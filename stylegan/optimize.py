@@ -37,6 +37,8 @@ CONTENT_WEIGHT = 3e-5
 STYLE_WEIGHT = 1e-4
 TV_WEIGHT = 10.0
 COLOUR_WEIGHT = 1000.0  # refine: palette_loss is ~1e-3 for a result on its style's palette
+STRUCTURE_WEIGHT = 0.0  # refine: laplacian_loss
+STRUCTURE_POOL = 2
 ADAM_LEARNING_RATE = 0.05  # in logit space
 # Style images are read at the scale of the evaluation's Gram metric and of training's style targets.
 OPTIMIZE_STYLE_LONG_SIDE = 512
@@ -94,15 +96,31 @@ def palette_loss(images: Tensor, palette: Tensor) -> Tensor:
     return (quantiles - palette.to(colours).flatten(0, 1)).square().mean()
 
 
+def laplacian_loss(images: Tensor, content: Tensor, pool: int = STRUCTURE_POOL) -> Tensor:
+    """Structure kept: mean (Δ pool(x) - Δ pool(c))², Δ the 3×3 Laplacian of each channel of the images
+    average-pooled by `pool` (Li et al., "Laplacian-Steered Neural Style Transfer", 2017)."""
+    kernel = torch.tensor([[0.0, -1.0, 0.0], [-1.0, 4.0, -1.0], [0.0, -1.0, 0.0]], dtype=images.dtype,
+                          device=images.device).expand(3, 1, 3, 3)
+
+    def laplacian(pixels: Tensor) -> Tensor:
+        return F.conv2d(F.avg_pool2d(pixels, pool, ceil_mode=True), kernel, groups=3)
+
+    return F.mse_loss(laplacian(images), laplacian(content))
+
+
 def stylization_objective(pixels: Tensor, vgg: VGG19Features, content_features: Tensor,
                           target_grams: Mapping[str, Tensor], *, strength: float, content_weight: float,
                           style_weight: float, tv_weight: float, palette: Tensor | None = None,
-                          colour_weight: float = 0.0) -> Tensor:
-    """λc·ℓ_content + s·(λs·ℓ_style + λtv·ℓ_tv + λcol·ℓ_palette), s = strength, style layers weighted 1/C²
-    (Gatys et al., 2016); the palette term only when a palette is given."""
+                          colour_weight: float = 0.0, content_pixels: Tensor | None = None,
+                          structure_weight: float = 0.0) -> Tensor:
+    """λc·ℓ_content + λst·ℓ_laplacian + s·(λs·ℓ_style + λtv·ℓ_tv + λcol·ℓ_palette), s = strength, style layers
+    weighted 1/C² (Gatys et al., 2016); the palette term only with a palette, the structure (Laplacian) term
+    only with the content's pixels."""
     layers = tuple(dict.fromkeys((CONTENT_LAYER, *target_grams)))
     features = vgg(pixels, layers)
     total = content_weight * content_loss(features[CONTENT_LAYER], content_features)
+    if content_pixels is not None and structure_weight > 0:
+        total = total + structure_weight * laplacian_loss(pixels, content_pixels)
     if strength > 0:
         layer_weights = {name: 1.0 / VGG_CHANNELS[name] ** 2 for name in target_grams}
         total = total + strength * style_weight * style_loss(features, target_grams, layer_weights)
@@ -190,29 +208,40 @@ def optimize_stylize(content: Tensor, style_images: Sequence[tuple[Tensor, float
     loss evaluations for both optimisers. Starts from the content, plus seeded noise when
     `seed` is given. Returns float32 on the content's device; the inputs are not modified.
     """
+    result = content.detach().clone().float()  # returned as it is if the gradient vanishes at the start
+    for _, result in optimize_iter(content, style_images, vgg, strength=strength, steps=steps, optimizer=optimizer,
+                                   content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
+                                   learning_rate=learning_rate, seed=seed, every=steps, progress=progress):
+        pass
+    return result
+
+
+@torch.inference_mode(False)  # autograd even inside the caller's inference mode; re-entered at each resumption
+def optimize_iter(content: Tensor, style_images: Sequence[tuple[Tensor, float]], vgg: VGG19Features, *,
+                  strength: float = 1.0, steps: int = OPTIMIZE_STEPS, optimizer: str = "lbfgs",
+                  content_weight: float = CONTENT_WEIGHT, style_weight: float = STYLE_WEIGHT,
+                  tv_weight: float = TV_WEIGHT, learning_rate: float = ADAM_LEARNING_RATE,
+                  seed: int | None = None, every: int = OPTIMIZE_STEPS,
+                  progress: ProgressCallback | None = None) -> Iterator[tuple[int, Tensor]]:
+    """`optimize_stylize` as it goes: yields (loss evaluations so far, pixels) every `every` evaluations."""
     _checked(content, strength, steps, optimizer)
     device = next(vgg.parameters()).device
-    # Callers may sit inside torch.inference_mode (Stylizer.stylize does); this needs autograd.
-    with torch.inference_mode(False):
-        content_pixels = content.detach().clone().to(device, torch.float32)
-        target_grams = style_targets([(image.detach().clone(), weight) for image, weight in style_images], vgg)
-        with torch.no_grad():
-            content_features = vgg(content_pixels, (CONTENT_LAYER,))[CONTENT_LAYER]
-        start = content_pixels
-        if seed is not None:
-            generator = torch.Generator().manual_seed(seed)
-            start = start + INIT_NOISE_STD * torch.randn(start.shape, generator=generator).to(device)
+    content_pixels = content.detach().clone().to(device, torch.float32)
+    target_grams = style_targets([(image.detach().clone(), weight) for image, weight in style_images], vgg)
+    with torch.no_grad():
+        content_features = vgg(content_pixels, (CONTENT_LAYER,))[CONTENT_LAYER]
+    start = content_pixels
+    if seed is not None:
+        generator = torch.Generator().manual_seed(seed)
+        start = start + INIT_NOISE_STD * torch.randn(start.shape, generator=generator).to(device)
 
-        def objective(pixels: Tensor) -> Tensor:
-            return stylization_objective(pixels, vgg, content_features, target_grams, strength=float(strength),
-                                         content_weight=content_weight, style_weight=style_weight,
-                                         tv_weight=tv_weight)
+    def objective(pixels: Tensor) -> Tensor:
+        return stylization_objective(pixels, vgg, content_features, target_grams, strength=float(strength),
+                                     content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight)
 
-        result = start.clamp(PIXEL_EPS, 1 - PIXEL_EPS)
-        for _, result in _descend(start, objective, steps, optimizer=optimizer, learning_rate=learning_rate,
-                                  every=steps, progress=progress):
-            pass
-        return result.to(content.device)
+    for evaluations, pixels in _descend(start, objective, steps, optimizer=optimizer, learning_rate=learning_rate,
+                                        every=every, progress=progress):
+        yield evaluations, pixels.to(content.device)
 
 
 @torch.inference_mode(False)  # autograd even inside the caller's inference mode; re-entered at each resumption
@@ -220,6 +249,7 @@ def refine(start: Tensor, content: Tensor, target_grams: Mapping[str, Tensor], v
            strength: float = 1.0, steps: int = REFINE_STEPS, palette: Tensor | None = None,
            every: int = REFINE_PREVIEW_EVERY, content_weight: float = CONTENT_WEIGHT,
            style_weight: float = STYLE_WEIGHT, tv_weight: float = TV_WEIGHT, colour_weight: float = COLOUR_WEIGHT,
+           structure_weight: float = STRUCTURE_WEIGHT,
            progress: ProgressCallback | None = None) -> Iterator[tuple[int, Tensor]]:
     """Optimise a stylised image `start` (the network's result) towards the style, keeping `content`'s
     features: yields (loss evaluations so far, (1, 3, H, W) float32 pixels) every `every` evaluations,
@@ -242,7 +272,8 @@ def refine(start: Tensor, content: Tensor, target_grams: Mapping[str, Tensor], v
     def objective(pixels: Tensor) -> Tensor:
         return stylization_objective(pixels, vgg, content_features, targets, strength=float(strength),
                                      content_weight=content_weight, style_weight=style_weight,
-                                     tv_weight=tv_weight, palette=palette, colour_weight=colour_weight)
+                                     tv_weight=tv_weight, palette=palette, colour_weight=colour_weight,
+                                     content_pixels=content_pixels, structure_weight=structure_weight)
 
     for evaluations, pixels in _descend(start_pixels, objective, steps, optimizer="lbfgs",
                                         learning_rate=ADAM_LEARNING_RATE, every=every, progress=progress):

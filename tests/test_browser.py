@@ -119,3 +119,45 @@ def test_stylize_in_the_browser_and_find_the_entry_after_a_restart(browser, tmp_
         SCREENSHOT.parent.mkdir(exist_ok=True)
         page.screenshot(path=str(SCREENSHOT), full_page=True)
     assert outside == []  # no web fonts, analytics or CDNs: the page works offline
+
+
+def test_best_quality_shows_the_network_result_then_refined_ones_and_stop_ends_it(browser, tmp_path):
+    """Best quality streams: the network's result at once, then refined results with a progress bar;
+    Stop cancels the work, so nothing of it is archived, and the next (fast) run is served at once."""
+    scan, style = tmp_path / "survey_map.png", tmp_path / "engraving.png"
+    rng = np.random.default_rng(1)
+    # Large enough that a refinement step takes a while on a CPU, so Stop arrives mid-way.
+    Image.fromarray((rng.random((360, 480, 3)) * 255).astype(np.uint8), "RGB").save(scan)
+    stripes = (np.sin(np.arange(96) / 3)[:, None] * np.cos(np.arange(128) / 5)[None] * 127 + 128).astype(np.uint8)
+    Image.fromarray(stripes, "L").convert("RGB").save(style)
+    archive_dir, log, port = tmp_path / "archive", tmp_path / "app.log", free_port()
+    page = browser.new_page(viewport={"width": 1400, "height": 1600})
+    with running_app(port, archive_dir, log) as url:
+        page.goto(url)
+        page.locator("#content-image input[type=file]").set_input_files(str(scan))
+        page.wait_for_selector("#content-image img", timeout=30_000)
+        page.get_by_text("My style images (blended by weight)").click()
+        page.locator("#style-image-1 input[type=file]").set_input_files(str(style))
+        page.wait_for_selector("#style-image-1 img", timeout=30_000)
+        page.locator("#style-source input[value=images]:checked").wait_for(timeout=30_000)
+        page.locator("#quality input[value=best]").check()
+        page.locator("#stylize-button").click()
+        status = page.locator("#stylize-status")
+        status.get_by_text("showing the network's result").wait_for(timeout=180_000)
+        first = page.locator("#comparison img").last.get_attribute("src")
+        # The progress bar counts the refinement's steps.
+        page.locator("[role=progressbar][aria-label*='/20, loss']").first.wait_for(timeout=180_000)
+        status.get_by_text("refined result 1").wait_for(timeout=180_000)
+        assert page.locator("#comparison img").last.get_attribute("src") != first  # replaced by the refined one
+        # Gradio answers the cancel once the handler has stopped (after the step under way).
+        with page.expect_response(lambda response: "gradio_api/cancel" in response.url, timeout=180_000):
+            page.locator("#stop-button").click()
+        page.locator("#quality input[value=fast]").check()
+        page.locator("#stylize-button").click()
+        status.get_by_text("Archived as entry").wait_for(timeout=180_000)
+        SCREENSHOT.parent.mkdir(exist_ok=True)
+        page.screenshot(path=str(SCREENSHOT.with_name("browser-best-quality.png")), full_page=True)
+    # One stylisation at a time: had the refinement gone on after Stop, it would have finished and been
+    # archived before the fast run. Only the fast run's entry is there.
+    entries = Archive(archive_dir).search()
+    assert [entry.record.settings["quality"] for entry in entries] == ["fast"]
