@@ -12,6 +12,7 @@ CONTENT_CREDENTIALS_TSA_URL and CONTENT_CREDENTIALS_TRUST_ANCHORS (see stylegan/
 This file is layout and wiring only: the work is in `stylegan.jobs` and `stylegan.archive`.
 (No `from __future__ import annotations` here: Gradio reads the API endpoints' types at run time.)
 """
+import contextlib
 import functools
 import inspect
 import logging
@@ -20,7 +21,6 @@ import re
 import tempfile
 import time
 import uuid
-from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 
@@ -35,7 +35,7 @@ from huggingface_hub.errors import LocalEntryNotFoundError
 from PIL import Image
 
 from stylegan import __version__
-from stylegan.archive import Archive, ArchiveError, Catalogue, Entry, parse_tags
+from stylegan.archive import Archive, ArchiveError, Catalogue, DiskFull, Entry, parse_tags
 from stylegan.batch import collect_batch
 from stylegan.credentials import (
     ENV_CERTS,
@@ -46,6 +46,7 @@ from stylegan.credentials import (
     read_credentials,
     trust_anchors_from_environment,
 )
+from stylegan.files import write_file
 from stylegan.inference import DEFAULT_TEXTURE_SIDE, Stylizer
 from stylegan.jobs import Job, Settings, StyleChoice, StyleImage, stylize_batch, stylize_progressively
 from stylegan.optimize import REFINE_PREVIEW_EVERY, REFINE_STEPS, refine_step_seconds
@@ -124,6 +125,12 @@ def launch_options(archive: Archive) -> dict:
 
 
 # -- handlers --------------------------------------------------------------------------------------
+def _as_gradio_error(error: ValueError) -> gr.Error:
+    if isinstance(error, DiskFull):  # the archive logs it once; a traceback per request would say nothing new
+        return gr.Error(str(error), title="The archive's disk is full", print_exception=False)
+    return gr.Error(str(error), title="Refused")
+
+
 def refusals_as_errors(function):
     """Input the library refuses (a ValueError naming the problem) reaches the user as gr.Error."""
     if inspect.isgeneratorfunction(function):
@@ -132,7 +139,7 @@ def refusals_as_errors(function):
             try:
                 yield from function(*args, **kwargs)
             except ValueError as error:
-                raise gr.Error(str(error), title="Refused") from error
+                raise _as_gradio_error(error) from error
         return generator
 
     @functools.wraps(function)
@@ -140,7 +147,7 @@ def refusals_as_errors(function):
         try:
             return function(*args, **kwargs)
         except ValueError as error:
-            raise gr.Error(str(error), title="Refused") from error
+            raise _as_gradio_error(error) from error
     return wrapper
 
 
@@ -291,7 +298,7 @@ class Handlers:
         results = stylize_progressively(self.stylizer, self.archive, Path(path).read_bytes(), _file_name(content),
                                         style, settings, catalogue, run=self.run_on_device,
                                         run_best=self.run_best_on_device, progress=GradioProgress(progress))
-        with closing(results):
+        with contextlib.closing(results):
             for number, result in enumerate(results):
                 if not isinstance(result, Job):
                     shown = "the network's result" if number == 0 else f"refined result {number}"
@@ -315,14 +322,13 @@ class Handlers:
         returned path is copied into its cache atomically. Old previews are swept here."""
         cutoff = time.time() - PREVIEW_MAX_AGE
         for old in self.preview_dir.iterdir():
-            if old.stat().st_mtime < cutoff:
-                old.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):  # another request's sweep got there first
+                if old.stat().st_mtime < cutoff:
+                    old.unlink()
         paths = []
         for label, image in zip(("before", "after"), images):
             path = self.preview_dir / f"{name}-{label}.webp"
-            staging = path.with_name(f".{path.name}.tmp")
-            image.save(staging, format="WEBP", quality=90)
-            os.replace(staging, path)
+            write_file(path, functools.partial(image.save, format="WEBP", quality=90))
             paths.append(str(path))
         return paths[0], paths[1]
 

@@ -2,7 +2,7 @@
 
 Layout under one root directory (nothing else is written there):
 
-    archive.sqlite3                 catalogue (SQLite in WAL mode)
+    archive.sqlite3                 catalogue (SQLite, with a persistent rollback journal beside it)
     originals/ab/<sha256>.<ext>     originals, byte for byte, named by the SHA-256 of their bytes
     results/<id>.png                full-resolution results with their provenance embedded
     thumbnails/<id>.jpg             entry thumbnails
@@ -18,6 +18,15 @@ crash therefore leaves at most unreferenced files, which `sweep_orphans` (run wh
 archive is opened) removes, never an entry without its files. An original shared by several
 entries stays until the last of them is deleted.
 
+Several processes may share one archive: SQLite's locks (waited for up to BUSY_TIMEOUT
+seconds) order their writes, file names cannot collide, and a sweep leaves temporary files
+younger than TMP_GRACE_SECONDS alone, since another process may be writing them.
+
+A full disk refuses writes (`DiskFull`) and changes nothing, while everything else keeps
+working: the catalogue uses a rollback journal that SQLite keeps allocated between transactions
+(`journal_mode = PERSIST`; WAL would need room for its shared-memory index even to read), so
+searching, viewing and deleting (which frees space) need no new room on the disk.
+
 Every result is signed with Content Credentials (`credentials.py`) by the archive's identity.
 
 How a result was made (style, strength, settings, seed, model) is its `ProvenanceRecord`,
@@ -31,6 +40,7 @@ import csv
 import dataclasses
 import io
 import json
+import logging
 import os
 import re
 import secrets
@@ -46,8 +56,11 @@ from pathlib import Path
 from PIL import Image
 
 from .credentials import Ingredient, Signing, SigningIdentity, local_identity
+from .files import is_out_of_space, stage_file, write_file
 from .provenance import ProvenanceRecord, encode_image, sha256_bytes
 from .thumbnails import downscale_rgb
+
+log = logging.getLogger(__name__)
 
 DATABASE_FILE = "archive.sqlite3"
 ORIGINALS, RESULTS, THUMBNAILS, EXPORTS, TMP = "originals", "results", "thumbnails", "exports", "tmp"
@@ -56,6 +69,7 @@ PRESET_THUMBNAILS = f"{THUMBNAILS}/presets"
 THUMBNAIL_SIDE = 512
 TMP_GRACE_SECONDS = 3600  # a sweep leaves younger temporary files alone: another process may be writing them
 EXPORT_KEEP_SECONDS = 3600
+BUSY_TIMEOUT = 30.0  # s that a connection waits for another's lock (this process's or another's)
 SCHEMA_VERSION = 1
 ENTRY_ID = re.compile(r"[0-9a-f]{16}")
 MAX_TEXT = {"title": 500, "source_id": 500, "notes": 20_000}
@@ -124,6 +138,10 @@ class ArchiveError(ValueError):
 
 class EntryNotFound(ArchiveError):
     pass
+
+
+class DiskFull(ArchiveError):
+    """A write refused because the archive's disk (or quota) is full; nothing was changed."""
 
 
 def validate_rights(uri: str) -> str:
@@ -217,7 +235,7 @@ class Entry:
 
 class Archive:
     """A persistent archive rooted at one directory. Safe to use from several threads (one
-    SQLite connection per operation); one process should own an archive directory.
+    SQLite connection per operation) and from several processes at once.
 
     Results are signed by `identity`, by default the archive's own self-issued one (made in
     credentials/ on first use)."""
@@ -227,8 +245,7 @@ class Archive:
         for folder in (ORIGINALS, RESULTS, THUMBNAILS, PRESET_THUMBNAILS, EXPORTS, TMP):
             (self.root / folder).mkdir(parents=True, exist_ok=True)
         self.database = self.root / DATABASE_FILE
-        with self._connect() as connection:
-            connection.execute("PRAGMA journal_mode = WAL")  # persistent; not allowed inside a transaction
+        self._out_of_space_logged = False  # a full disk is logged once, not at every refused request
         with self._transaction() as connection:
             version = connection.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
@@ -270,9 +287,11 @@ class Archive:
         staged = {self.path(entry.result_file): encode_image(result, record, signing=signing),
                   self.path(entry.thumbnail_file): _jpeg(downscale_rgb(result, THUMBNAIL_SIDE)),
                   self.path(entry.original_file): original}
-        temporaries = {final: self._write_temporary(data) for final, data in staged.items()}
+        temporaries: dict[Path, Path] = {}
         placed: list[Path] = []
         try:
+            for final, data in staged.items():
+                temporaries[final] = stage_file(self.root / TMP, data)
             with self._transaction() as connection:
                 connection.execute(
                     "INSERT INTO entries (id, title, source_id, rights, notes, approved, original_file, width, "
@@ -287,13 +306,15 @@ class Archive:
                     final.parent.mkdir(parents=True, exist_ok=True)
                     os.replace(temporary, final)
                     placed.append(final)
-        except BaseException:
+        except BaseException as error:
             for path in placed:
                 path.unlink(missing_ok=True)
+            self._refuse_if_out_of_space(error, "the result could not be archived")
             raise
         finally:
             for temporary in temporaries.values():
                 temporary.unlink(missing_ok=True)
+        self._out_of_space_logged = False
         return entry
 
     def get(self, entry_id: str) -> Entry:
@@ -305,14 +326,18 @@ class Archive:
         unknown = set(changes) - CATALOGUE_FIELDS
         if unknown:
             raise ArchiveError(f"cannot edit {sorted(unknown)}; editable fields: {sorted(CATALOGUE_FIELDS)}")
-        with self._transaction() as connection:
-            entry = self._get(connection, entry_id)
-            catalogue = dataclasses.replace(entry.catalogue, **changes)
-            connection.execute("UPDATE entries SET title = ?, source_id = ?, rights = ?, notes = ?, approved = ? "
-                               "WHERE id = ?", (catalogue.title, catalogue.source_id, catalogue.rights,
-                                                catalogue.notes, int(catalogue.approved), entry_id))
-            connection.execute("DELETE FROM tags WHERE entry_id = ?", (entry_id,))
-            _insert_tags(connection, entry_id, catalogue.tags)
+        try:
+            with self._transaction() as connection:
+                entry = self._get(connection, entry_id)
+                catalogue = dataclasses.replace(entry.catalogue, **changes)
+                connection.execute("UPDATE entries SET title = ?, source_id = ?, rights = ?, notes = ?, approved = ? "
+                                   "WHERE id = ?", (catalogue.title, catalogue.source_id, catalogue.rights,
+                                                    catalogue.notes, int(catalogue.approved), entry_id))
+                connection.execute("DELETE FROM tags WHERE entry_id = ?", (entry_id,))
+                _insert_tags(connection, entry_id, catalogue.tags)
+        except sqlite3.Error as error:
+            self._refuse_if_out_of_space(error, "the changes could not be saved")
+            raise
         return dataclasses.replace(entry, catalogue=catalogue)
 
     def delete(self, entry_id: str) -> list[str]:
@@ -321,9 +346,13 @@ class Archive:
         The row goes first, in a transaction of its own; the files go after it has committed, so a
         crash in between leaves unreferenced files (swept at the next open), never an entry
         without its files. Returns the removed files, relative to the root."""
-        with self._transaction() as connection:
-            entry = self._get(connection, entry_id)
-            connection.execute("DELETE FROM entries WHERE id = ?", (entry_id,))
+        try:
+            with self._transaction() as connection:
+                entry = self._get(connection, entry_id)
+                connection.execute("DELETE FROM entries WHERE id = ?", (entry_id,))
+        except sqlite3.Error as error:
+            self._refuse_if_out_of_space(error, "the entry could not be deleted")
+            raise
         removed: list[str] = []
         # Under the write lock again: no `add` can record the original between the check and the unlink.
         with self._transaction() as connection:
@@ -400,10 +429,8 @@ class Archive:
             entries = self.search(approved=None if include_unapproved else True)
         if not entries:
             raise ArchiveError("nothing to export: there are no approved entries (or ask for unapproved ones)")
-        destination = Path(destination)
-        temporary = self._temporary_path()
-        try:
-            with zipfile.ZipFile(temporary, "w") as bundle:
+        def write_bundle(handle) -> None:
+            with zipfile.ZipFile(handle, "w") as bundle:
                 originals: set[str] = set()
                 for entry in entries:
                     bundle.write(self.path(entry.result_file), entry.result_file, zipfile.ZIP_STORED)
@@ -414,9 +441,12 @@ class Archive:
                         originals.add(original)
                 bundle.writestr("metadata.csv", dublin_core_csv(entries, include_originals), zipfile.ZIP_DEFLATED)
                 bundle.writestr("manifest.json", _json(iiif_manifest(entries, base_url)), zipfile.ZIP_DEFLATED)
-            os.replace(temporary, destination)
-        finally:
-            temporary.unlink(missing_ok=True)
+
+        try:
+            write_file(destination, write_bundle, staging=self.root / TMP)
+        except OSError as error:
+            self._refuse_if_out_of_space(error, "the export could not be written")
+            raise
         return entries
 
     def new_export_path(self) -> Path:
@@ -445,26 +475,32 @@ class Archive:
                         removed.append(path)
             self._prune(self.root / TMP, TMP_GRACE_SECONDS, removed)
             self._prune(self.root / EXPORTS, EXPORT_KEEP_SECONDS, removed)
-        for folder in sorted((self.root / ORIGINALS).iterdir(), reverse=True):
-            if folder.is_dir() and not any(folder.iterdir()):
-                folder.rmdir()
+            for folder in sorted((self.root / ORIGINALS).iterdir(), reverse=True):  # `add` makes them under the lock
+                if folder.is_dir() and not any(folder.iterdir()):
+                    folder.rmdir()
         return [path.relative_to(self.root).as_posix() for path in removed]
 
     @staticmethod
     def _prune(folder: Path, older_than_seconds: float, removed: list[Path]) -> None:
         cutoff = time.time() - older_than_seconds
         for path in folder.iterdir():
-            if path.is_file() and path.stat().st_mtime < cutoff:
-                path.unlink()
-                removed.append(path)
+            try:
+                if path.is_file() and path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed.append(path)
+            except FileNotFoundError:  # pruned by another process meanwhile (exports are pruned outside the lock)
+                continue
 
     # -- plumbing ---------------------------------------------------------------------------
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        connection = sqlite3.connect(self.database, timeout=30.0, isolation_level=None)
+        connection = sqlite3.connect(self.database, timeout=BUSY_TIMEOUT, isolation_level=None)
         try:
             connection.row_factory = sqlite3.Row
             connection.execute("PRAGMA foreign_keys = ON")
+            # Per connection (SQLite's default deletes the journal after each transaction, so a delete on
+            # a full disk would find no room for one). Also turns an archive made in WAL mode back.
+            connection.execute("PRAGMA journal_mode = PERSIST")
             yield connection
         finally:
             connection.close()
@@ -489,16 +525,16 @@ class Archive:
             raise EntryNotFound(f"there is no entry {entry_id} in the archive")
         return _entry(row)
 
-    def _temporary_path(self) -> Path:
-        return self.root / TMP / f"{secrets.token_hex(8)}.tmp"
-
-    def _write_temporary(self, data: bytes) -> Path:
-        path = self._temporary_path()
-        with open(path, "xb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        return path
+    def _refuse_if_out_of_space(self, error: BaseException, what_failed: str) -> None:
+        """Raise DiskFull (from `error`) if `error` says the disk is full; log that once until a write succeeds."""
+        if not is_out_of_space(error):
+            return
+        if not self._out_of_space_logged:
+            self._out_of_space_logged = True
+            log.warning("the disk of the archive in %s is full (%s): writes are refused until space is freed",
+                        self.root, error)
+        raise DiskFull(f"the archive's disk is full: {what_failed}, and nothing was changed. Free space on it "
+                       "(delete entries or old exports, or ask the server's administrator) and try again") from error
 
 
 def _entry(row: sqlite3.Row) -> Entry:

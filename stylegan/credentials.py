@@ -44,6 +44,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from . import __version__
+from .files import write_file
 
 if TYPE_CHECKING:
     from .presets import Preset
@@ -247,26 +248,11 @@ def _write_self_issued(directory: Path) -> None:
     signing_certificate = certificate(name("archive-style GAN self-issued signer"), ca_name,
                                       signing_key.public_key(), ca_key, ca=False)
     pem = serialization.Encoding.PEM
-    _write(directory / KEY_FILE, signing_key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
-                                                           serialization.NoEncryption()), mode=0o600)
-    _write(directory / CA_FILE, ca_certificate.public_bytes(pem), mode=0o644)
-    _write(directory / CHAIN_FILE, signing_certificate.public_bytes(pem) + ca_certificate.public_bytes(pem),
-           mode=0o644)
-
-
-def _write(path: Path, data: bytes, *, mode: int) -> None:
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temporary, mode)  # whatever the umask
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    write_file(directory / KEY_FILE, signing_key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
+                                                               serialization.NoEncryption()), mode=0o600)
+    write_file(directory / CA_FILE, ca_certificate.public_bytes(pem), mode=0o644)
+    write_file(directory / CHAIN_FILE, signing_certificate.public_bytes(pem) + ca_certificate.public_bytes(pem),
+               mode=0o644)
 
 
 def sniff_mime_type(data: bytes) -> str | None:

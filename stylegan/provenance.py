@@ -21,7 +21,6 @@ import json
 import math
 import os
 import re
-import secrets
 import struct
 import threading
 import zlib
@@ -36,6 +35,7 @@ from PIL import Image, PngImagePlugin
 
 from . import __version__
 from .credentials import Ingredient, Signing, sign
+from .files import write_file
 
 if TYPE_CHECKING:
     from .inference import ModelInfo
@@ -364,26 +364,6 @@ def sidecar_path(path: str | os.PathLike) -> Path:
     return path.with_name(path.name + ".json")
 
 
-def _place(path: Path, data: bytes, overwrite: bool) -> None:
-    """Write `data` to a temporary file beside `path`, then rename it into place (never clobbering
-    an existing file unless `overwrite`)."""
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # mode as umask allows
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if overwrite:
-            os.replace(temporary, path)
-        else:
-            os.link(temporary, path)  # atomic, and fails if `path` exists
-            os.unlink(temporary)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
 def save_with_provenance(image: Image.Image, path: str | os.PathLike, record: ProvenanceRecord, *,
                          signing: Signing, overwrite: bool = False, **save_options) -> Path:
     """Write `image` to `path` (format from the suffix) with `record` embedded and signed (see
@@ -402,9 +382,9 @@ def save_with_provenance(image: Image.Image, path: str | os.PathLike, record: Pr
                 raise FileExistsError(f"{existing} already exists; pass overwrite=True to replace it")
     encoded = encode_image(image, record, format, signing=signing, **save_options)
     sidecar_json = (json.dumps(record.to_dict(), ensure_ascii=False, indent=2) + "\n").encode("utf-8")
-    _place(sidecar, sidecar_json, overwrite)  # the sidecar first: whoever sees the image finds its record
+    write_file(sidecar, sidecar_json, overwrite=overwrite)  # the sidecar first: whoever sees the image finds its record
     try:
-        _place(path, encoded, overwrite)
+        write_file(path, encoded, overwrite=overwrite)
     except BaseException:
         if not overwrite:
             sidecar.unlink(missing_ok=True)

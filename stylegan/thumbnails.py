@@ -6,14 +6,15 @@ weights hash: a different model renders its own set.
 """
 from __future__ import annotations
 
+import functools
 import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
+from .files import write_file
 from .images import resize_long_side, to_pil, to_tensor
 
 if TYPE_CHECKING:
@@ -68,8 +69,5 @@ def render_preset_thumbnails(stylizer: Stylizer, directory: str | os.PathLike) -
         next(iter(paths.values())).parent.mkdir(parents=True, exist_ok=True)
         for name in missing:
             rendered = stylizer.stylize(content, name, strength=1.0)
-            handle, temporary = tempfile.mkstemp(dir=paths[name].parent, suffix=".tmp")
-            with os.fdopen(handle, "wb") as file:
-                rendered.save(file, format="JPEG", quality=90)
-            os.replace(temporary, paths[name])
+            write_file(paths[name], functools.partial(rendered.save, format="JPEG", quality=90))
     return paths

@@ -7,8 +7,11 @@ import shutil
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as tensors_to_bytes
 from torch import Tensor
+
+from stylegan.files import write_file
 
 CHECKPOINT_PREFIX = "step-"
 
@@ -59,8 +62,12 @@ def save_checkpoint(run_dir: Path, step: int, modules: dict[str, torch.nn.Module
         meta["optimizers"][name] = optimizer_meta
     for rank, state in enumerate(rng_states):
         tensors[f"rng.{rank}"] = state
-    save_file({k: v.cpu() for k, v in tensors.items()}, temporary / "state.safetensors")
-    (temporary / "meta.json").write_text(json.dumps(meta, indent=1))
+    try:
+        write_file(temporary / "state.safetensors", tensors_to_bytes({k: v.cpu() for k, v in tensors.items()}))
+        write_file(temporary / "meta.json", json.dumps(meta, indent=1).encode())
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)  # e.g. a full disk: leave nothing half-written behind
+        raise
     if final.exists():
         shutil.rmtree(final)
     os.replace(temporary, final)
