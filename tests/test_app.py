@@ -27,8 +27,9 @@ from stylegan.inference import Stylizer
 from stylegan.jobs import ScaledProgress
 from stylegan.optimize import REFINE_STEPS
 from stylegan.provenance import read_provenance, sha256_bytes
+from tests.required import required_import
 
-gradio_client = pytest.importorskip("gradio_client")
+gradio_client = required_import("gradio_client")
 RIGHTS = "http://rightsstatements.org/vocab/NoC-US/1.0/"
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -18,6 +18,7 @@ from PIL import Image
 
 from benchmarks.load_app import wait_until_serving
 from stylegan.archive import Archive
+from tests.required import skip_unless
 
 CHROMIUM = Path("/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,7 +26,7 @@ SCREENSHOT = ROOT / "test-artifacts" / "browser.png"
 TITLE = "Letter from the harbour master, 1888"
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow,
-              pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install chromium)")]
+              skip_unless(CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install chromium)")]
 
 
 def free_port() -> int:

@@ -45,8 +45,9 @@ from tests.imagegen import (
     png_with_text,
     with_exif_orientation,
 )
+from tests.required import required_import
 
-gradio_client = pytest.importorskip("gradio_client")
+gradio_client = required_import("gradio_client")
 pytestmark = pytest.mark.usefixtures(one_torch_thread.__name__)
 ROOT = Path(__file__).resolve().parents[1]
 RIGHTS = "http://rightsstatements.org/vocab/NoC-US/1.0/"

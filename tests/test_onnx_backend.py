@@ -8,8 +8,9 @@ import torch
 
 from stylegan import Stylizer
 from stylegan.generator import Generator, GeneratorConfig
+from tests.required import required_import
 
-onnx_backend = pytest.importorskip("stylegan.onnx_backend", reason="onnxruntime, onnx and onnxscript not installed")
+onnx_backend = required_import("stylegan.onnx_backend", reason="onnxruntime, onnx and onnxscript not installed")
 
 TINY = GeneratorConfig(encoder_channels=(4, 8, 8), num_residual_blocks=2, style_dim=8, style_hidden_dim=16,
                        style_image_size=64)

@@ -20,8 +20,9 @@ from stylegan.inference import DEFAULT_MODEL_DIR, Stylizer
 from stylegan.jobs import Settings, StyleChoice, stylize_and_archive
 from tests.appserver import PRESET, bundled_stylizer, one_torch_thread, raw_call, serve, stylize_inputs
 from tests.imagegen import encode, gradient, noise
+from tests.required import required_import
 
-gradio_client = pytest.importorskip("gradio_client")
+gradio_client = required_import("gradio_client")
 pytestmark = pytest.mark.usefixtures(one_torch_thread.__name__)
 ROOT = Path(__file__).resolve().parents[1]
 TITLE = "Minutes of the secret committee"
