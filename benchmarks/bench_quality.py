@@ -39,7 +39,7 @@ from benchmarks.common import DEFAULT_DATA, markdown_table, publish, system_info
 from benchmarks.evaluate import METRIC_HEADERS, SPLITS, averages, measure, references, split_files, thumbnail
 from stylegan import Stylizer
 from stylegan.images import resize_long_side, to_pil, to_tensor
-from stylegan.optimize import OPTIMIZE_STYLE_LONG_SIDE, REFINE_STEPS, optimize_iter
+from stylegan.optimize import OPTIMIZE_STYLE_LONG_SIDE, REFINE_STEPS, optimize_iter, style_targets
 
 TARGETS = {"gram_gain": 0.70, "ssim": 0.45, "gain_over_fast": 0.2, "median_seconds": 45.0}
 
@@ -87,7 +87,8 @@ def optimize_curve(stylizer: Stylizer, content: Image.Image, style: Image.Image,
     def results():
         yield content  # 0 steps: the content itself
         every = min([step for step in steps if step > 0] or [1])
-        for reached, optimized in optimize_iter(pixels, [(style_pixels, 1.0)], stylizer.vgg, strength=1.0,
+        targets = style_targets([(style_pixels, 1.0)], stylizer.vgg)
+        for reached, optimized in optimize_iter(pixels, targets, stylizer.vgg, strength=1.0,
                                                 steps=max(max(steps), 1), every=every):
             evaluations.append(reached)
             yield to_pil(optimized)

@@ -59,7 +59,7 @@ from .inference import (
     Stylizer,
     refine_working_size,
 )
-from .optimize import OPTIMIZE_STEPS, REFINE_STEPS
+from .optimize import OPTIMIZE_STEPS, OPTIMIZE_STYLE_LAYERS, REFINE_STEPS, REFINE_STYLE_LAYERS
 from .provenance import new_record, save_with_provenance, sha256_bytes, sidecar_path
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp", ".gif"})
@@ -231,8 +231,9 @@ def resolve_style(stylizer: Stylizer, specs: list[str], weights: list[float] | N
             ingredients.append(Ingredient(path.name, data, weight=weight))
         elif spec in stylizer.presets:
             if mode == "optimize" or quality == "best":
-                try:  # both match the style image's Grams: the preset's must be stored with the model
-                    stylizer.preset_style(spec, "--mode optimize" if mode == "optimize" else "--quality best")
+                try:  # both match the style's Grams: the preset's must be stored with the model
+                    layers = OPTIMIZE_STYLE_LAYERS if mode == "optimize" else REFINE_STYLE_LAYERS
+                    stylizer.preset_grams(spec, layers, "--mode optimize" if mode == "optimize" else "--quality best")
                 except ValueError as error:
                     raise UsageError(str(error)) from error
             preset = stylizer.presets[spec]

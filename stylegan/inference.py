@@ -34,7 +34,6 @@ from .generator import MIN_SIDE, Generator, NormStats, style_statistics
 from .images import (
     limit_chroma,
     mean_chroma,
-    open_image,
     pad_to_multiple,
     preserve_colors,
     resize_long_side,
@@ -45,30 +44,33 @@ from .images import (
 )
 from .optimize import (
     OPTIMIZE_STEPS,
+    OPTIMIZE_STYLE_LAYERS,
     OPTIMIZE_STYLE_LONG_SIDE,
     REFINE_PREVIEW_EVERY,
     REFINE_STEPS,
     REFINE_STYLE_LAYERS,
+    image_grams,
+    mix_grams,
     optimize_stylize,
     refine,
-    style_targets,
 )
 from .palette import apply_lut, blend_palettes, fit_lut, palette_of
 from .presets import (
     PRESET_CODES_FILE,
+    PRESET_GRAMS_FOLDER,
     PRESET_INFO_FILE,
     PRESET_PALETTES_FILE,
-    PRESET_STYLES_FOLDER,
     Preset,
+    load_preset_grams,
     load_presets,
-    preset_style_files,
+    preset_gram_files,
 )
 
 DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
 BUNDLED_REPO = "bundled"
 WEIGHTS_FILE = "model.safetensors"
 MODEL_FILES = ["config.json", WEIGHTS_FILE, PRESET_CODES_FILE, PRESET_PALETTES_FILE, PRESET_INFO_FILE, "README.md",
-               "training.json", "*.png", f"{PRESET_STYLES_FOLDER}/*.jpg"]
+               "training.json", "*.png", f"{PRESET_GRAMS_FOLDER}/*.safetensors"]
 
 # A style: a preset name, a style image, or a list of (preset name or image, weight).
 StyleSource = str | Image.Image
@@ -140,7 +142,7 @@ class Stylizer:
                  preset_codes: dict[str, Tensor] | None = None, preset_palettes: dict[str, Tensor] | None = None,
                  *, model_info: ModelInfo | None = None,
                  vgg: VGG19Features | None = None, device: torch.device | str | None = None,
-                 backend: str = "torch", preset_styles: Mapping[str, Path] | None = None) -> None:
+                 backend: str = "torch", preset_grams: Mapping[str, Path] | None = None) -> None:
         self.device = torch.device(device) if device is not None else default_device()
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -156,7 +158,7 @@ class Stylizer:
         self.presets = dict(presets or {})
         self._preset_codes = {name: code.to(self.device, torch.float32) for name, code in (preset_codes or {}).items()}
         self._preset_palettes = dict(preset_palettes or {})
-        self._preset_styles = dict(preset_styles or {})  # name -> stored style image (best quality's Grams)
+        self._preset_grams = dict(preset_grams or {})  # name -> stored Grams file (best quality's targets)
         self.model_info = model_info or ModelInfo("unsaved", "none", "", "")
         self._onnx = None
         if backend == "onnx":
@@ -205,7 +207,7 @@ class Stylizer:
         revision = folder.name if folder.parent.name == "snapshots" else weights_sha256[:12]
         return cls(generator, presets, codes, palettes,
                    model_info=ModelInfo(repo, revision, weights_sha256, str(folder)),
-                   device=device, backend=backend, preset_styles=preset_style_files(folder, presets))
+                   device=device, backend=backend, preset_grams=preset_gram_files(folder, presets))
 
     # -- styles ------------------------------------------------------------------------------
     def style_code(self, style: StyleSource) -> Tensor:
@@ -264,30 +266,32 @@ class Stylizer:
         palette = None if any(p is None for p in palettes) else blend_palettes(torch.stack(palettes), weights)
         return StyleEntry(code, chroma, palette)
 
-    def preset_style(self, name: str, purpose: str = "optimisation") -> Image.Image:
-        """A preset's stored style image; a ValueError naming `purpose` if the model has none for it."""
+    def preset_grams(self, name: str, layers: Sequence[str] = REFINE_STYLE_LAYERS,
+                     purpose: str = "quality='best'") -> dict[str, Tensor]:
+        """A preset's stored Grams at `layers` (its style image at long side PRESET_GRAM_LONG_SIDE); a
+        ValueError naming `purpose` if the model has none for it."""
         if name not in self._preset_codes:
             raise ValueError(f"unknown preset {name!r}; known presets: {sorted(self.presets)}")
-        if name not in self._preset_styles:
-            raise ValueError(f"preset {name!r} has no style image stored with this model, and {purpose} needs a "
-                             "style image: upload the artwork as a style image, or use a model exported with "
-                             "its presets' style images (stylegan.presets.save_preset_styles)")
-        return open_image(self._preset_styles[name], name=f"style image of preset {name!r}")
+        grams = load_preset_grams(self._preset_grams[name]) if name in self._preset_grams else {}
+        if not set(layers) <= set(grams):
+            raise ValueError(f"preset {name!r} has no Gram matrices at {list(layers)} stored with this model, and "
+                             f"{purpose} needs them: upload the artwork as a style image, or use a model exported "
+                             "with its presets' Grams (stylegan.presets.save_preset_grams)")
+        return {layer: grams[layer] for layer in layers}
 
-    def _style_images(self, style: Style, purpose: str, long_side: int) -> list[tuple[Tensor, float]]:
-        """(pixels at `long_side`, weight) per style image of a style or blend, presets read from their
-        stored style images: what optimisation matches Grams against."""
+    def _style_grams(self, style: Style, purpose: str, long_side: int, layers: Sequence[str]) -> dict[str, Tensor]:
+        """The Grams optimisation matches for a style or blend: each style image's read at `long_side`,
+        each preset's stored ones (read at PRESET_GRAM_LONG_SIDE), mixed by weight."""
         sources = [(style, 1.0)] if isinstance(style, (str, Image.Image)) else list(style)
-        if not sources:
-            raise ValueError("no style given")
-        images = []
+        grams = []
         for source, weight in sources:
             if isinstance(source, str):
-                source = self.preset_style(source, purpose)
-            if not isinstance(source, Image.Image):
+                grams.append((self.preset_grams(source, layers, purpose), weight))
+            elif isinstance(source, Image.Image):
+                grams.append((image_grams(resize_long_side(to_tensor(source), long_side), self.vgg, layers), weight))
+            else:
                 raise TypeError(f"a style is a preset name or a PIL image, got {type(source).__name__}")
-            images.append((resize_long_side(to_tensor(source), long_side), float(weight)))
-        return images
+        return mix_grams(grams)
 
     # -- stylising ---------------------------------------------------------------------------
     @torch.inference_mode()
@@ -309,7 +313,7 @@ class Stylizer:
 
         `mode="optimize"` runs per-image optimisation (`stylegan.optimize`, `steps` loss
         evaluations, default OPTIMIZE_STEPS, minutes on a CPU) from the content instead of the network.
-        Both match the style image's Gram matrices: presets need their style image stored with the model.
+        Both match the style's Gram matrices: presets need theirs stored with the model (`preset_grams`).
         """
         self._check(strength, mode, texture_side, quality)
         if quality == "best":
@@ -326,7 +330,8 @@ class Stylizer:
             # (the bundled model: a mean 4/255 off, up to 52/255), so it is not run.
             return _finished(pixels.clone(), pixels, content, False, max_long_side)
         if mode == "optimize":
-            result = optimize_stylize(pixels, self._style_images(style, "mode='optimize'", OPTIMIZE_STYLE_LONG_SIDE), self.vgg,
+            targets = self._style_grams(style, "mode='optimize'", OPTIMIZE_STYLE_LONG_SIDE, OPTIMIZE_STYLE_LAYERS)
+            result = optimize_stylize(pixels, targets, self.vgg,
                                       strength=float(strength), steps=OPTIMIZE_STEPS if steps is None else steps,
                                       seed=seed, progress=progress)
         else:
@@ -382,7 +387,7 @@ class Stylizer:
         # The style read at the picture's scale: its texture comes out as large relative to the picture
         # as it is in the style image (at the evaluation's 512 px, what its Gram metric compares).
         style_side = max(max(small.shape[-2:]), MIN_REFINE_STYLE_SIDE)
-        targets = style_targets(self._style_images(style, "quality='best'", style_side), self.vgg, REFINE_STYLE_LAYERS)
+        targets = self._style_grams(style, "quality='best'", style_side, REFINE_STYLE_LAYERS)
         code = self.generator.blend(entry.code[None], strength).to(self.dtype)
         start = self.stylize_tensor(small, code, palette=entry.palette, palette_strength=strength)
 

@@ -15,6 +15,7 @@ without clamping, which would break L-BFGS's curvature estimates.
 """
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
@@ -56,27 +57,41 @@ FIRST_STEP_RMS = 0.1
 ProgressCallback = Callable[[float, str], None]
 
 
+def image_grams(image: Tensor, vgg: VGG19Features, layers: Sequence[str] = OPTIMIZE_STYLE_LAYERS) -> dict[str, Tensor]:
+    """Normalised Grams, (C, C) per layer, of one (1, 3, H, W) image in [0, 1] (H, W ≥ MIN_SIDE)."""
+    if image.ndim != 4 or image.shape[:2] != (1, 3) or min(image.shape[-2:]) < MIN_SIDE:
+        raise ValueError(f"style images must be (1, 3, H, W) with H, W ≥ {MIN_SIDE}, got {tuple(image.shape)}")
+    device = next(vgg.parameters()).device
+    with torch.no_grad():
+        features = vgg(image.to(device, torch.float32), tuple(layers))
+        return {name: gram_matrix(features[name])[0] for name in layers}
+
+
+def _normalised(weights: Sequence[float]) -> list[float]:
+    """Style weights, checked (≥ 0, a positive sum) and scaled to sum to 1."""
+    if not weights:
+        raise ValueError("no style given")
+    values = torch.tensor([float(weight) for weight in weights], dtype=torch.float64)
+    if (values < 0).any() or values.sum() <= 0 or not torch.isfinite(values).all():
+        raise ValueError(f"style weights must be ≥ 0 with a positive sum, got {values.tolist()}")
+    return (values / values.sum()).tolist()
+
+
+def mix_grams(grams: Sequence[tuple[Mapping[str, Tensor], float]]) -> dict[str, Tensor]:
+    """Weighted mean of several styles' Grams ({layer: (C, C)}, weight ≥ 0, weights summing > 0)."""
+    weights = _normalised([weight for _, weight in grams])
+    layers = [sorted(layer_grams) for layer_grams, _ in grams]
+    if any(names != layers[0] for names in layers):
+        raise ValueError(f"styles' Grams at different layers: {layers}")
+    return {name: sum(weight * layer_grams[name] for (layer_grams, _), weight in zip(grams, weights))
+            for name in layers[0]}
+
+
 def style_targets(style_images: Sequence[tuple[Tensor, float]], vgg: VGG19Features,
                   layers: Sequence[str] = OPTIMIZE_STYLE_LAYERS) -> dict[str, Tensor]:
     """Weighted mean of the style images' normalised Grams, (C, C) per layer; weights ≥ 0, sum > 0."""
-    if not style_images:
-        raise ValueError("no style image given")
-    weights = torch.tensor([float(weight) for _, weight in style_images], dtype=torch.float64)
-    if (weights < 0).any() or weights.sum() <= 0 or not torch.isfinite(weights).all():
-        raise ValueError(f"style weights must be ≥ 0 with a positive sum, got {weights.tolist()}")
-    weights = weights / weights.sum()
-    device = next(vgg.parameters()).device
-    targets: dict[str, Tensor] = {}
-    with torch.no_grad():
-        for (style_image, _), weight in zip(style_images, weights.tolist()):
-            if style_image.ndim != 4 or style_image.shape[:2] != (1, 3) or min(style_image.shape[-2:]) < MIN_SIDE:
-                raise ValueError(f"style images must be (1, 3, H, W) with H, W ≥ {MIN_SIDE}, "
-                                 f"got {tuple(style_image.shape)}")
-            features = vgg(style_image.to(device, torch.float32), tuple(layers))
-            for name in layers:
-                gram = weight * gram_matrix(features[name])[0]
-                targets[name] = targets[name] + gram if name in targets else gram
-    return targets
+    _normalised([weight for _, weight in style_images])  # checked before VGG19 runs
+    return mix_grams([(image_grams(image, vgg, layers), weight) for image, weight in style_images])
 
 
 def palette_loss(images: Tensor, palette: Tensor) -> Tensor:
@@ -172,7 +187,8 @@ def _descend(start: Tensor, objective: Callable[[Tensor], Tensor], steps: int, *
         chunk = min(every, steps - evaluations)
         if optimizer == "lbfgs":
             first = solver.state[logits].get("n_iter", 0) == 0  # the first iteration alone, at its own scale
-            solver.param_groups[0].update(max_iter=1 if first else chunk, max_eval=chunk,
+            # max_eval counts the call's opening evaluation too, which `closure` answers from its cache.
+            solver.param_groups[0].update(max_iter=1 if first else chunk, max_eval=chunk + 1,
                                           lr=first_lr if first else 1.0)
             solver.step(closure)
         else:
@@ -196,20 +212,20 @@ def _checked(content: Tensor, strength: float, steps: int, optimizer: str) -> No
         raise ValueError(f"steps must be ≥ 1, got {steps}")
 
 
-def optimize_stylize(content: Tensor, style_images: Sequence[tuple[Tensor, float]], vgg: VGG19Features, *,
+def optimize_stylize(content: Tensor, target_grams: Mapping[str, Tensor], vgg: VGG19Features, *,
                      strength: float = 1.0, steps: int = OPTIMIZE_STEPS, optimizer: str = "lbfgs",
                      content_weight: float = CONTENT_WEIGHT, style_weight: float = STYLE_WEIGHT,
                      tv_weight: float = TV_WEIGHT, learning_rate: float = ADAM_LEARNING_RATE,
                      seed: int | None = None, progress: ProgressCallback | None = None) -> Tensor:
-    """Optimise (1, 3, H, W) content pixels in [0, 1] towards the weighted style images -> (1, 3, H, W).
+    """Optimise (1, 3, H, W) content pixels in [0, 1] towards a style's Grams -> (1, 3, H, W).
 
-    `style_images` holds ((1, 3, H, W) tensor in [0, 1], weight) pairs; their Grams are blended.
+    `target_grams`: {layer: (C, C)}, e.g. `style_targets` of weighted style images (OPTIMIZE_STYLE_LAYERS).
     `strength` ∈ [0, 1] scales the style (and TV) terms, so 0 keeps the content. `steps` counts
     loss evaluations for both optimisers. Starts from the content, plus seeded noise when
     `seed` is given. Returns float32 on the content's device; the inputs are not modified.
     """
     result = content.detach().clone().float()  # returned as it is if the gradient vanishes at the start
-    for _, result in optimize_iter(content, style_images, vgg, strength=strength, steps=steps, optimizer=optimizer,
+    for _, result in optimize_iter(content, target_grams, vgg, strength=strength, steps=steps, optimizer=optimizer,
                                    content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
                                    learning_rate=learning_rate, seed=seed, every=steps, progress=progress):
         pass
@@ -217,7 +233,7 @@ def optimize_stylize(content: Tensor, style_images: Sequence[tuple[Tensor, float
 
 
 @torch.inference_mode(False)  # autograd even inside the caller's inference mode; re-entered at each resumption
-def optimize_iter(content: Tensor, style_images: Sequence[tuple[Tensor, float]], vgg: VGG19Features, *,
+def optimize_iter(content: Tensor, target_grams: Mapping[str, Tensor], vgg: VGG19Features, *,
                   strength: float = 1.0, steps: int = OPTIMIZE_STEPS, optimizer: str = "lbfgs",
                   content_weight: float = CONTENT_WEIGHT, style_weight: float = STYLE_WEIGHT,
                   tv_weight: float = TV_WEIGHT, learning_rate: float = ADAM_LEARNING_RATE,
@@ -227,7 +243,7 @@ def optimize_iter(content: Tensor, style_images: Sequence[tuple[Tensor, float]],
     _checked(content, strength, steps, optimizer)
     device = next(vgg.parameters()).device
     content_pixels = content.detach().clone().to(device, torch.float32)
-    target_grams = style_targets([(image.detach().clone(), weight) for image, weight in style_images], vgg)
+    targets = {name: gram.detach().clone().to(device) for name, gram in target_grams.items()}
     with torch.no_grad():
         content_features = vgg(content_pixels, (CONTENT_LAYER,))[CONTENT_LAYER]
     start = content_pixels
@@ -236,7 +252,7 @@ def optimize_iter(content: Tensor, style_images: Sequence[tuple[Tensor, float]],
         start = start + INIT_NOISE_STD * torch.randn(start.shape, generator=generator).to(device)
 
     def objective(pixels: Tensor) -> Tensor:
-        return stylization_objective(pixels, vgg, content_features, target_grams, strength=float(strength),
+        return stylization_objective(pixels, vgg, content_features, targets, strength=float(strength),
                                      content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight)
 
     for evaluations, pixels in _descend(start, objective, steps, optimizer=optimizer, learning_rate=learning_rate,
@@ -280,6 +296,7 @@ def refine(start: Tensor, content: Tensor, target_grams: Mapping[str, Tensor], v
         yield evaluations, pixels.to(start.device)
 
 
+@functools.lru_cache(maxsize=4)  # measured once per network and size in a process
 @torch.inference_mode(False)
 def refine_step_seconds(vgg: VGG19Features, side: int = 256) -> float:
     """Wall time of one loss evaluation of `refine` (VGG19 forward to relu4_1 and backward) on a random

@@ -1,6 +1,7 @@
 """Named style presets: style codes and palettes (safetensors) with attribution (JSON), stored with the model,
-and optionally each preset's style image, downsized (`preset_styles/<name>.jpg`): best quality
-(`Stylizer.stylize(..., quality="best")`) matches the style image's Gram matrices, which a code cannot give back."""
+and optionally each preset's style Gram matrices (`preset_grams/<name>.safetensors`): best quality
+(`Stylizer.stylize(..., quality="best")`) matches a style's Grams, which a code cannot give back. The
+Grams, not the style image: a model folder carries statistics of its training styles, never the images."""
 from __future__ import annotations
 
 import json
@@ -8,18 +9,18 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from PIL import Image
+import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
-
-from .images import resize_long_side, to_pil, to_tensor
 
 PRESET_CODES_FILE = "presets.safetensors"
 PRESET_INFO_FILE = "presets.json"
 PRESET_PALETTES_FILE = "palettes.safetensors"  # each preset's `stylegan.palette.palette_of` its style image
-PRESET_STYLES_FOLDER = "preset_styles"  # <name>.jpg: each preset's style image, long side PRESET_STYLE_LONG_SIDE
-PRESET_STYLE_LONG_SIDE = 512  # the scale at which best quality and the evaluation read a style's Grams
-PRESET_STYLE_QUALITY = 95  # JPEG; the Grams of a q95 copy differ from the original's by well under 1 %
+PRESET_GRAMS_FOLDER = "preset_grams"  # <name>.safetensors: {layer: upper triangle of the (C, C) Gram}
+PRESET_GRAM_LONG_SIDE = 512  # the style image's long side for its stored Grams: the evaluation's scale
+# bfloat16 keeps the Grams' range (caffe-scale VGG19 Grams reach 1e5) at half the bytes: ~350 kB a preset
+# for relu1_1-relu4_1; the rounding (2⁻⁸ relative) is far below the Gram distances between styles.
+PRESET_GRAM_DTYPE = torch.bfloat16
 
 
 @dataclass(frozen=True)
@@ -68,26 +69,43 @@ def load_presets(directory: str | Path) -> tuple[dict[str, Preset], dict[str, Te
     return presets, codes, palettes
 
 
-def save_preset_styles(directory: str | Path, images: Mapping[str, Image.Image]) -> None:
-    """Store each preset's style image (RGB, shrunk to long side PRESET_STYLE_LONG_SIDE if larger) as
-    `preset_styles/<name>.jpg` in a model folder; about 50-150 kB a preset."""
-    folder = Path(directory) / PRESET_STYLES_FOLDER
+def save_preset_grams(directory: str | Path, grams: Mapping[str, Mapping[str, Tensor]]) -> None:
+    """Store each preset's Grams ({name: {layer: (C, C) symmetric}}, e.g. `stylegan.optimize.image_grams`
+    of its style image at long side PRESET_GRAM_LONG_SIDE) as `preset_grams/<name>.safetensors`."""
+    folder = Path(directory) / PRESET_GRAMS_FOLDER
     folder.mkdir(parents=True, exist_ok=True)
-    for name, image in images.items():
+    for name, layers in grams.items():
         if not name or Path(name).name != name or name.startswith("."):
             raise ValueError(f"a preset name must be a plain file name, got {name!r}")
-        pixels = to_tensor(image.convert("RGB"))
-        if max(pixels.shape[-2:]) > PRESET_STYLE_LONG_SIDE:
-            pixels = resize_long_side(pixels, PRESET_STYLE_LONG_SIDE)
-        to_pil(pixels).save(folder / f"{name}.jpg", format="JPEG", quality=PRESET_STYLE_QUALITY)
+        triangles = {}
+        for layer, gram in layers.items():
+            if gram.ndim != 2 or gram.shape[0] != gram.shape[1]:
+                raise ValueError(f"preset {name!r}, {layer}: a Gram is (C, C), got {tuple(gram.shape)}")
+            rows, columns = torch.triu_indices(*gram.shape)
+            triangles[layer] = gram.detach().float().cpu()[rows, columns].to(PRESET_GRAM_DTYPE).contiguous()
+        save_file(triangles, folder / f"{name}.safetensors")
 
 
-def preset_style_files(directory: str | Path, presets: Mapping[str, Preset]) -> dict[str, Path]:
-    """The stored style image of each preset that has one ({} for models saved without them). A file
-    for a name that is not a preset means the folder is inconsistent, and is refused."""
-    folder = Path(directory) / PRESET_STYLES_FOLDER
-    files = {path.stem: path for path in sorted(folder.glob("*.jpg"))} if folder.is_dir() else {}
+def load_preset_grams(path: str | Path) -> dict[str, Tensor]:
+    """{layer: (C, C) float32 symmetric Gram} from a file `save_preset_grams` wrote."""
+    grams = {}
+    for layer, triangle in load_file(path).items():
+        channels = round(((8 * triangle.numel() + 1) ** 0.5 - 1) / 2)  # numel = C (C + 1) / 2
+        if triangle.ndim != 1 or channels * (channels + 1) // 2 != triangle.numel():
+            raise ValueError(f"{path}: {layer} is not the upper triangle of a square matrix")
+        rows, columns = torch.triu_indices(channels, channels)
+        gram = torch.zeros(channels, channels)
+        gram[rows, columns] = triangle.float()
+        grams[layer] = gram + gram.triu(1).T
+    return grams
+
+
+def preset_gram_files(directory: str | Path, presets: Mapping[str, Preset]) -> dict[str, Path]:
+    """The stored Grams of each preset that has them ({} for models saved without them). A file for a
+    name that is not a preset means the folder is inconsistent, and is refused."""
+    folder = Path(directory) / PRESET_GRAMS_FOLDER
+    files = {path.stem: path for path in sorted(folder.glob("*.safetensors"))} if folder.is_dir() else {}
     unknown = sorted(set(files) - set(presets))
     if unknown:
-        raise ValueError(f"{folder}: style images of unknown presets: {unknown}")
+        raise ValueError(f"{folder}: Grams of unknown presets: {unknown}")
     return files

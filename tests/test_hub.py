@@ -27,7 +27,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "hf_stand_in_token"
 REPO = "archive-lab/tiny-style"
 BROKEN_REPO = "archive-lab/missing-key"
-PULLED_FILES = {"config.json", "model.safetensors", "presets.json", "presets.safetensors", "palettes.safetensors",
+PULLED_FILES = {"config.json", "model.safetensors", "presets.json", "presets.safetensors", "palettes.safetensors", "preset_grams",
                 "README.md", "sample_grid.png", "losses.png", "training.json"}
 
 pytestmark = pytest.mark.slow
@@ -191,8 +191,9 @@ def test_push_makes_one_commit_per_export_and_a_tag(hub, published):
     v1, v2 = repo.commits[published.v1_commit], repo.commits[published.v2_commit]
     assert v2.parent == v1.oid and v2.message == "second"
     # A commit holds exactly the export folder (plus the repo's .gitattributes).
-    exported = {path.name: path.read_bytes() for path in published.v1_dir.iterdir()}
-    assert set(exported) == PULLED_FILES
+    exported = {path.relative_to(published.v1_dir).as_posix(): path.read_bytes()
+                for path in published.v1_dir.rglob("*") if path.is_file()}
+    assert {name.split("/")[0] for name in exported} == PULLED_FILES
     assert v1.files == {**exported, ".gitattributes": v1.files[".gitattributes"]}
     assert v2.files["model.safetensors"] == (published.v2_dir / "model.safetensors").read_bytes()
     assert v2.files["model.safetensors"] != v1.files["model.safetensors"]

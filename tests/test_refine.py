@@ -11,9 +11,9 @@ from stylegan.generator import VGG_CHANNELS, Generator, GeneratorConfig
 from stylegan.images import resize_long_side, to_tensor
 from stylegan.inference import MIN_REFINE_STYLE_SIDE, refine_working_size
 from stylegan.losses import style_loss
-from stylegan.optimize import REFINE_STYLE_LAYERS, palette_loss, refine, style_targets
+from stylegan.optimize import REFINE_STYLE_LAYERS, image_grams, palette_loss, refine, style_targets
 from stylegan.palette import palette_of
-from stylegan.presets import PRESET_STYLES_FOLDER, Preset, save_preset_styles, save_presets
+from stylegan.presets import PRESET_GRAMS_FOLDER, Preset, load_preset_grams, save_preset_grams, save_presets
 
 TINY = GeneratorConfig(encoder_channels=(4, 8, 8), num_residual_blocks=2, style_dim=8, style_hidden_dim=16,
                        style_image_size=64)
@@ -30,8 +30,8 @@ def pattern(width: int, height: int, seed: int, mode: str = "RGB") -> Image.Imag
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory):
-    """A tiny model folder with two presets, one of them with its style image stored."""
+def model_dir(tmp_path_factory: pytest.TempPathFactory, vgg):
+    """A tiny model folder with two presets, one of them with its style Grams stored."""
     folder = tmp_path_factory.mktemp("tiny-model")
     torch.manual_seed(0)
     generator = Generator(TINY)
@@ -42,7 +42,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory):
     codes = {name: torch.randn(8) for name in styles}
     palettes = {name: palette_of(to_tensor(image))[0] for name, image in styles.items()}
     save_presets(folder, presets, codes, palettes)
-    save_preset_styles(folder, {"waves": styles["waves"]})
+    save_preset_grams(folder, {"waves": image_grams(to_tensor(styles["waves"]), vgg, REFINE_STYLE_LAYERS)})
     return folder
 
 
@@ -126,9 +126,14 @@ def test_strength_zero_returns_the_content() -> None:
     assert reported == []  # nothing to refine
 
 
-def test_presets_blends_and_missing_preset_styles(stylizer: Stylizer, model_dir) -> None:
+def test_presets_blends_and_missing_preset_grams(stylizer: Stylizer, model_dir, vgg) -> None:
     content, style = pattern(40, 36, seed=11), pattern(48, 44, seed=12)
-    assert (model_dir / PRESET_STYLES_FOLDER / "waves.jpg").is_file()
+    stored = load_preset_grams(model_dir / PRESET_GRAMS_FOLDER / "waves.safetensors")
+    exact = image_grams(to_tensor(pattern(48, 40, seed=10)), vgg, REFINE_STYLE_LAYERS)
+    assert sorted(stored) == sorted(REFINE_STYLE_LAYERS)
+    for layer, gram in exact.items():  # symmetric, bfloat16's rounding only
+        assert torch.equal(stored[layer], stored[layer].T)
+        assert torch.allclose(stored[layer], gram, rtol=2 ** -7, atol=1e-3 * float(gram.abs().max()))
     by_preset = stylizer.stylize(content, "waves", 1.0, quality="best", steps=4)
     only_preset = stylizer.stylize(content, [("waves", 1.0), (style, 0.0)], 1.0, quality="best", steps=4)
     assert np.array_equal(np.asarray(by_preset), np.asarray(only_preset))
@@ -136,7 +141,7 @@ def test_presets_blends_and_missing_preset_styles(stylizer: Stylizer, model_dir)
     by_image = stylizer.stylize(content, style, 1.0, quality="best", steps=4)
     assert not np.array_equal(np.asarray(blend), np.asarray(by_preset))
     assert not np.array_equal(np.asarray(blend), np.asarray(by_image))
-    with pytest.raises(ValueError, match="'plain' has no style image stored.*needs a style image"):
+    with pytest.raises(ValueError, match="'plain' has no Gram matrices.*quality='best' needs them"):
         stylizer.stylize(content, "plain", 1.0, quality="best", steps=2)
     assert stylizer.stylize(content, "plain", 1.0).size == content.size  # the fast path needs only the code
 

@@ -21,8 +21,10 @@ from safetensors.torch import load_file
 from stylegan import Stylizer
 from stylegan.discriminator import Discriminator
 from stylegan.generator import Generator
+from stylegan.images import resize_long_side
+from stylegan.optimize import REFINE_STYLE_LAYERS, image_grams
 from stylegan.palette import PALETTE_ITERATIONS, PALETTE_QUANTILES
-from stylegan.presets import Preset
+from stylegan.presets import PRESET_GRAM_LONG_SIDE, Preset
 from training.batches import build_style_bank, sample_batch, style_view
 from training.checkpoint import list_checkpoints
 from training.config import ADVERSARIAL_KINDS, PRESETS, TrainConfig, load_config
@@ -34,8 +36,8 @@ from training.trainer import NonFiniteLossError, train
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CPU = torch.device("cpu")
-EXPORT_FILES = {"config.json", "model.safetensors", "presets.json", "presets.safetensors", "palettes.safetensors", "README.md",
-                "sample_grid.png", "losses.png", "training.json"}
+EXPORT_FILES = {"config.json", "model.safetensors", "presets.json", "presets.safetensors", "palettes.safetensors",
+                "preset_grams", "README.md", "sample_grid.png", "losses.png", "training.json"}
 
 
 def tiny(**changes) -> TrainConfig:
@@ -343,11 +345,11 @@ def test_export_loads_strictly_with_equal_outputs_and_the_exact_file_set(image_f
     run_dir = tmp_path / "run"
     config = tiny(steps=4)
     result = run_training(config, image_folders, run_dir, vgg)
-    export_dir = export_model(result, config, run_dir, sources=image_folders.sources)
+    export_dir = export_model(result, config, run_dir, sources=image_folders.sources, vgg=vgg)
 
     assert export_dir == run_dir / "export"
     assert {path.name for path in export_dir.iterdir()} == EXPORT_FILES
-    assert sum(path.stat().st_size for path in export_dir.iterdir()) < 2_000_000
+    assert sum(path.stat().st_size for path in export_dir.rglob("*")) < 2_000_000
     assert (export_dir / "sample_grid.png").read_bytes() == (run_dir / "samples" / "step-0000004.png").read_bytes()
 
     stylizer = Stylizer.from_pretrained(export_dir, device="cpu")
@@ -361,6 +363,12 @@ def test_export_loads_strictly_with_equal_outputs_and_the_exact_file_set(image_f
                            chroma=waves.chroma)
     assert 0 < waves.chroma < 1  # the style image's colourfulness, for the chroma limit
     assert stylizer._preset_palettes["waves"].shape == (PALETTE_ITERATIONS, 3, PALETTE_QUANTILES)
+    # Best quality's targets: the Grams of the style image at the evaluation's scale, to bfloat16's rounding.
+    waves_image = result.style_bank.images[result.style_bank.names.index("waves")]
+    exact = image_grams(resize_long_side(waves_image[None].float() / 255, PRESET_GRAM_LONG_SIDE), vgg,
+                        REFINE_STYLE_LAYERS)
+    for layer, gram in stylizer.preset_grams("waves").items():
+        assert torch.allclose(gram, exact[layer], rtol=2 ** -7, atol=1e-3 * float(exact[layer].abs().max())), layer
     content = torch.rand(1, 3, 36, 44, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected_codes = ema.encode_style(result.style_bank.full_statistics)

@@ -9,9 +9,11 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from stylegan.features import VGG19Features
 from stylegan.images import mean_chroma, resize_long_side
+from stylegan.optimize import REFINE_STYLE_LAYERS, image_grams
 from stylegan.palette import palette_of
-from stylegan.presets import Preset, save_presets
+from stylegan.presets import PRESET_GRAM_LONG_SIDE, Preset, save_preset_grams, save_presets
 
 from .config import TrainConfig
 from .trainer import TRAINING_RECORD_FILE
@@ -40,10 +42,21 @@ def read_attribution(sources_md: Path) -> dict[str, Preset]:
     return presets
 
 
+def preset_grams(images: dict[str, torch.Tensor], vgg: VGG19Features) -> dict[str, dict[str, torch.Tensor]]:
+    """{name: Grams at REFINE_STYLE_LAYERS} of (3, H, W) uint8 style images read at long side PRESET_GRAM_LONG_SIDE."""
+    device = next(vgg.parameters()).device
+    return {name: {layer: gram.cpu() for layer, gram in image_grams(
+                resize_long_side(image[None].float().to(device) / 255, PRESET_GRAM_LONG_SIDE), vgg,
+                REFINE_STYLE_LAYERS).items()}
+            for name, image in images.items()}
+
+
 def export_model(result: TrainResult, config: TrainConfig, run_dir: Path, *, sources: Path | None = None,
-                 out_dir: Path | None = None, preset_dir: Path | None = None) -> Path:
+                 out_dir: Path | None = None, preset_dir: Path | None = None,
+                 vgg: VGG19Features | None = None) -> Path:
     """Write the EMA generator, presets and a model card to `run_dir/export`. The presets are the
-    training styles under `preset_dir` (default: all of them), each with its code, palette and chroma."""
+    training styles under `preset_dir` (default: all of them), each with its code, palette, chroma
+    and Grams (best quality's targets, measured with `vgg`, default the pretrained VGG19)."""
     out_dir = out_dir or run_dir / "export"
     out_dir.mkdir(parents=True, exist_ok=True)
     generator = result.export_generator.cpu().eval()
@@ -61,6 +74,8 @@ def export_model(result: TrainResult, config: TrainConfig, run_dir: Path, *, sou
                                    chroma=round(mean_chroma(image), 5))
                for name, image in zip(names, pixels)]
     save_presets(out_dir, presets, dict(zip(names, codes)), {name: palette_of(image)[0] for name, image in zip(names, pixels)})
+    save_preset_grams(out_dir, preset_grams({name: bank.images[index] for name, index in zip(names, chosen)},
+                                            vgg or VGG19Features.pretrained()))
     record = {"steps": result.step, "wall_seconds": round(result.wall_seconds, 1), "device": result.device,
               "crop_size": config.crop_size, "batch_size": config.batch_size,
               "initialized_from": result.initialized_from}
