@@ -7,8 +7,9 @@ per command, so that each of the test's many "restarts" is a fresh process witho
 `import torch` again. (The zygote itself never computes anything, so forking it is safe.)
 
     write SEED             a writer that adds, edits and deletes entries in a loop until killed
-                           (or for MAX_SECONDS); it prints "added ID", "updated ID", "deleted ID"
-                           after each operation has returned, and "deleting ID" before a delete
+                           (or for MAX_SECONDS); it prints "added ID", "updated ID NOTES", "deleted ID"
+                           after each operation has returned, and "updating ID NOTES" and "deleting ID"
+                           before an edit and a delete
     crash OP WHEN N SEED   one `add` or `delete` (OP) that exits at once, as if killed, before or
                            after (WHEN) its N-th file rename or unlink; prints "completed" if the
                            operation finished without reaching it
@@ -81,9 +82,10 @@ def write_until_killed(root: str, seed: int) -> None:
             archive.delete(entry_id)
             say(f"deleted {entry_id}")
         elif entries and choice < 0.45:
-            entry_id = rng.choice(entries).id
-            archive.update(entry_id, notes=f"edited {rng.random():.6f}", tags=["crash", "edited"])
-            say(f"updated {entry_id}")
+            entry_id, notes = rng.choice(entries).id, f"edited {rng.random():.6f}"
+            say(f"updating {entry_id} {notes}")
+            archive.update(entry_id, notes=notes, tags=["crash", "edited"])
+            say(f"updated {entry_id} {notes}")
         else:
             say(f"added {add(archive, rng, originals)}")
 

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LIVES = 20
 SEED = 1917
 REPLY_SECONDS = 120  # generous: the machine may be busy; a hang still fails
-ACKNOWLEDGEMENTS = ("added", "updated", "deleting", "deleted")
+ACKNOWLEDGEMENTS = ("added", "updating", "updated", "deleting", "deleted")
 
 
 class Writer:
@@ -45,7 +45,7 @@ class Writer:
                                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True,
                                             cwd=ROOT, env=env)
         self.lines: queue.Queue[str | None] = queue.Queue()
-        self.acknowledged: list[tuple[str, str]] = []  # (one of ACKNOWLEDGEMENTS, entry id)
+        self.acknowledged: list[tuple[str, str]] = []  # (one of ACKNOWLEDGEMENTS, entry id [and notes])
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
@@ -160,6 +160,21 @@ def test_random_kills_never_leave_a_half_written_entry(tmp_path):
     maybe_deleted = {entry_id for word, entry_id in acknowledged if word == "deleting"}  # killed during it
     assert added - maybe_deleted <= kept, "a committed entry was lost"
     assert not deleted & kept, "a committed delete came back"
+    edited = {entry_id: possible for entry_id, possible in edits_that_may_show(acknowledged).items() if entry_id in kept}
+    assert edited, acknowledged  # something to check
+    for entry_id, possible in edited.items():
+        assert archive.get(entry_id).catalogue.notes in possible, f"a committed edit of {entry_id} was lost"
+
+
+def edits_that_may_show(acknowledged: list[tuple[str, str]]) -> dict[str, set[str]]:
+    """{entry id: the notes it may show now}: those of its last acknowledged edit (before any, the empty
+    notes it was added with), or of an edit announced after it (killed in flight: committed or not)."""
+    possible: dict[str, set[str]] = {}
+    for word, rest in acknowledged:
+        if word in ("updating", "updated"):
+            entry_id, notes = rest.split(" ", 1)
+            possible[entry_id] = {notes} if word == "updated" else possible.get(entry_id, {""}) | {notes}
+    return possible
 
 
 def test_a_crash_at_any_file_step_of_add_or_delete_is_recovered(tmp_path):

@@ -16,6 +16,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,6 +51,8 @@ from tests.required import required_import
 gradio_client = required_import("gradio_client")
 pytestmark = pytest.mark.usefixtures(one_torch_thread.__name__)
 ROOT = Path(__file__).resolve().parents[1]
+SYSTEM_TMP = "system-tmp"  # Python's temporary folder while this module runs
+PREVIEW = re.compile(r"(draft-[0-9a-f]{32}|[0-9a-f]{16})-(before|after)\.webp")
 RIGHTS = "http://rightsstatements.org/vocab/NoC-US/1.0/"
 
 
@@ -74,6 +77,8 @@ FILES: dict[str, tuple[Callable[[], bytes], str | Result]] = {
     "cut-jpeg.jpg": (lambda: _truncated(encode(gradient(), "JPEG")), "JPEG data is truncated"),
     "cut-png.png": (lambda: _truncated(encode(gradient(), "PNG")), "PNG data is truncated"),
     "bomb.png": (lambda: png_header_only(30_000, 30_000), "30000×30000 pixels is over the limit"),
+    # 85 MP: over this library's limit of 80 MP, under Pillow's own (about 89.5 MP)
+    "bomb-85mp.png": (lambda: png_header_only(10_000, 8_500), "10000×8500 pixels is over the limit of 80,000,000"),
     "dot.png": (lambda: encode(gradient(1, 1), "PNG"), Result((1, 1), "RGB")),
     "sliver.png": (lambda: encode(gradient(2, 20_000), "PNG"), Result((2, 20_000), "RGB")),
     "depth16.tif": (lambda: encode(gray16(24, 16), "TIFF"), Result((24, 16), "I;16")),
@@ -97,11 +102,16 @@ def zip_bytes(members: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED
 
 
 def zip_with_patched_first_member(members: dict[str, bytes], *, method: int | None = None,
-                                  declared: tuple[int, int] | None = None) -> bytes:
+                                  declared: tuple[int, int] | None = None, encrypted: bool = False) -> bytes:
     """A STORED ZIP whose first member claims another compression method, or other
-    (compressed, uncompressed) sizes in the central directory, than it really has."""
+    (compressed, uncompressed) sizes in the central directory, than it really has, or to be
+    encrypted (flag bit 0, in its local header and its central directory record, as PKWARE
+    encryption sets it: `zipfile` cannot write encrypted members)."""
     data = bytearray(zip_bytes(members, zipfile.ZIP_STORED))
     central = data.index(b"PK\x01\x02")  # the first member's central directory record
+    if encrypted:
+        data[6] |= 0x01
+        data[central + 8] |= 0x01
     if method is not None:
         data[8:10] = data[central + 10:central + 12] = method.to_bytes(2, "little")
     if declared is not None:
@@ -119,6 +129,7 @@ ZIPS: dict[str, Callable[[], bytes]] = {
     "declared.zip": lambda: zip_with_patched_first_member({"huge.tif": GOOD},
                                                           declared=(20 * 1024**2, 1536 * 1024**2)),
     "many.zip": lambda: zip_bytes({f"{index}.png": GOOD for index in range(101)}),
+    "locked.zip": lambda: zip_with_patched_first_member({"secret.png": GOOD}, encrypted=True),
 }
 # batch item name -> the pattern of its refusal (the archived items are ARCHIVED)
 ZIP_REFUSALS = {
@@ -128,6 +139,7 @@ ZIP_REFUSALS = {
     "method.zip/odd.png": r"cannot be read from the ZIP \(NotImplementedError",
     "declared.zip/huge.tif": f"over the limit of {MAX_FILE_BYTES:,} bytes per file",
     "many.zip": "holds 101 files; a batch takes at most 100",
+    "locked.zip/secret.png": "^encrypted ZIP member$",  # refused as such, before zipfile asks for a password
 }
 ARCHIVED = {"page.png", "fine.png"}
 
@@ -151,8 +163,9 @@ def result_mode_of(path: str | Path) -> tuple[tuple[int, int], str]:
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    """Inputs written once; the module runs in an empty working directory, so that anything
-    written relative to it shows (see test_nothing_is_written_outside_the_archive)."""
+    """Inputs written once; the module runs in an empty working directory, with Python's temporary
+    folder (where Gradio keeps uploads and the app its previews) inside the workspace, so that
+    anything written shows (see test_nothing_is_written_outside_the_archive)."""
     root = tmp_path_factory.mktemp("hostile")
     inputs = root / "inputs"
     inputs.mkdir()
@@ -164,8 +177,10 @@ def workspace(tmp_path_factory):
         (zips / name).write_bytes(make())
     cwd = root / "cwd"
     cwd.mkdir()
+    (root / SYSTEM_TMP).mkdir()
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(cwd)
+        patch.setattr(tempfile, "tempdir", str(root / SYSTEM_TMP))
         yield root, tree(root)
 
 
@@ -366,10 +381,15 @@ def test_the_app_keeps_serving(workspace, served):
 
 def test_nothing_is_written_outside_the_archive(workspace, archive):
     root, before = workspace
-    assert tree(root, skip=(root / "archive", root / "downloads")) == before  # inputs, zips, cwd: unchanged
+    system_tmp = root / SYSTEM_TMP
+    assert tree(root, skip=(root / "archive", root / "downloads", system_tmp)) == before  # inputs, zips, cwd
+    # The temporary folder holds Gradio's uploads and cache, and the app's before/after previews: nothing else.
+    assert Path(get_upload_folder()) == system_tmp / "gradio"
+    (previews,) = [folder for folder in system_tmp.iterdir() if folder.name.startswith("archive-style-previews-")]
+    assert tree(system_tmp, skip=(system_tmp / "gradio", previews)) == {}  # (gradio_client leaves empty folders)
+    assert tree(previews) and all(PREVIEW.fullmatch(name) for name in tree(previews)), sorted(tree(previews))
     # The ZIPs were uploaded to Gradio's folder but never unpacked: no member escaped anywhere.
-    for folder in (root, Path(get_upload_folder())):
-        assert not list(folder.rglob("escape.png")) and not list(folder.rglob("job.png"))
+    assert not list(root.rglob("escape.png")) and not list(root.rglob("job.png"))
     for entry in archive.search():  # whatever was archived is whole
         assert sha256_bytes(archive.path(entry.original_file).read_bytes()) == entry.record.source_sha256
 
