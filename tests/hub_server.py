@@ -1,11 +1,19 @@
 """An in-memory stand-in for the Hugging Face Hub's HTTP API, standard library only (tests).
 
 It answers the endpoints `huggingface_hub` 2.4 calls for `create_repo`, `upload_folder`
-(validate-yaml, tree listing, preupload, NDJSON commit), `create_tag`, `model_info` /
-revision resolution and file download (`snapshot_download`, `hf_hub_download`). Preupload
-answers "regular" for every file, so content travels base64 inside the commit and neither
-LFS nor Xet storage is involved. Repos live in memory: every commit gets its own 40-hex id,
-branches and tags point at commits, files carry git blob ids as ETags.
+(validate-yaml, tree listing, preupload, LFS batch and verify, NDJSON commit), `create_tag`,
+`model_info` / revision resolution and file download (`snapshot_download`, `hf_hub_download`).
+Repos live in memory: every commit gets its own 40-hex id, branches and tags point at commits,
+files carry git blob ids as ETags.
+
+Large files go as on the real Hub: `*.safetensors` (the pattern of a new repo's .gitattributes)
+are stored by Git LFS. Preupload answers "lfs" for them, the client asks the LFS batch endpoint
+where to put each object, PUTs it to a second server standing in for the Hub's storage (another
+origin, as a CDN is), has it verified, and commits an `lfsFile` pointer; a commit that carries a
+large file's bytes itself is refused. Downloads of large files are redirected (302) to the
+storage server, the Hub's answer carrying the object's SHA-256 as `X-Linked-Etag`. The Hub's
+other large-file storage, Xet, is not stood in for: clients run with HF_HUB_DISABLE_XET=1, and
+then use LFS as they do against the real Hub.
 
     with StandInHub(token="secret") as hub:
         env = {"HF_ENDPOINT": hub.endpoint, ...}   # for a fresh process that imports huggingface_hub
@@ -29,6 +37,18 @@ import yaml
 
 COMMIT_ID = re.compile(r"[0-9a-f]{40}")
 INITIAL_GITATTRIBUTES = b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"
+LARGE_FILE_SUFFIX = ".safetensors"  # what INITIAL_GITATTRIBUTES sends to LFS
+LFS_CONTENT_TYPE = "application/vnd.git-lfs+json"
+
+
+def is_large_file(path: str) -> bool:
+    return path.endswith(LARGE_FILE_SUFFIX)
+
+
+def lfs_pointer(data: bytes) -> bytes:
+    """The small text file git keeps in place of a large file."""
+    return (f"version https://git-lfs.github.com/spec/v1\noid sha256:{hashlib.sha256(data).hexdigest()}\n"
+            f"size {len(data)}\n").encode()
 
 
 def git_blob_id(data: bytes) -> str:
@@ -74,6 +94,7 @@ class HubState:
 
     def __init__(self) -> None:
         self.repos: dict[str, Repo] = {}
+        self.large_objects: dict[str, bytes] = {}  # LFS storage: SHA-256 hex -> bytes
         self.lock = threading.Lock()
         self._sequence = 0
 
@@ -100,7 +121,8 @@ class HubState:
 
     def commit(self, repo: Repo, branch: str, summary: str, parent_commit: str | None,
                operations: list[tuple[str, str, bytes | None]]) -> Commit:
-        """Apply ("file", path, data) / ("deletedFile", path, None) / ("deletedFolder", path, None)."""
+        """Apply ("file", path, data) / ("lfsFile", path, sha256) / ("deletedFile", path, None) /
+        ("deletedFolder", path, None)."""
         with self.lock:
             if branch not in repo.branches:
                 raise HubError(404, f"Invalid rev id: {branch}", "RevisionNotFound")
@@ -110,7 +132,13 @@ class HubState:
                                     f"(parent {parent_commit}, head {head.oid}).")
             files = dict(head.files)
             for kind, path, data in operations:
-                if kind == "file":
+                if kind == "file" and is_large_file(path):
+                    raise HubError(400, f"{path} is a large file (see .gitattributes): upload it with LFS")
+                if kind == "lfsFile":
+                    if data not in self.large_objects:
+                        raise HubError(400, f"LFS object {data} for {path} was never uploaded")
+                    files[path] = self.large_objects[data]
+                elif kind == "file":
                     files[path] = data
                 elif kind == "deletedFile":
                     if path not in files:
@@ -131,30 +159,45 @@ class StandInHub:
         self.token = token  # when set, writes and private reads need "Authorization: Bearer <token>"
         self.state = HubState()
         self.requests: list[tuple[str, str]] = []
+        self.storage_requests: list[tuple[str, str]] = []  # those the storage server answered
         self.unhandled: list[tuple[str, str]] = []
         hub = self
 
         class Handler(_Handler):
             pass
 
-        Handler.hub = hub
+        class StorageHandler(_StorageHandler):
+            pass
+
+        Handler.hub = StorageHandler.hub = hub
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, name="stand-in-hub", daemon=True)
+        self.storage = ThreadingHTTPServer(("127.0.0.1", 0), StorageHandler)
+        self.threads = []
+        for name, server in (("stand-in-hub", self.server), ("stand-in-hub-storage", self.storage)):
+            server.daemon_threads = True
+            self.threads.append(threading.Thread(target=server.serve_forever, name=name, daemon=True))
 
     @property
     def endpoint(self) -> str:
         host, port = self.server.server_address[:2]
         return f"http://{host}:{port}"
 
+    @property
+    def storage_url(self) -> str:
+        host, port = self.storage.server_address[:2]
+        return f"http://{host}:{port}"
+
     def start(self) -> StandInHub:
-        self.thread.start()
+        for thread in self.threads:
+            thread.start()
         return self
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join()
+        for server in (self.server, self.storage):
+            server.shutdown()
+            server.server_close()
+        for thread in self.threads:
+            thread.join()
 
     def __enter__(self) -> StandInHub:
         return self.start()
@@ -169,6 +212,8 @@ class StandInHub:
 _API_ROUTE = re.compile(r"/api/models/(?P<repo>[^/]+/[^/]+)(?:/(?P<action>revision|tree|preupload|commit|tag)"
                         r"/(?P<revision>[^/]+)(?P<rest>/.*)?)?")
 _RESOLVE_ROUTE = re.compile(r"/(?P<repo>[^/]+/[^/]+)/resolve/(?P<revision>[^/]+)/(?P<path>.+)")
+_LFS_ROUTE = re.compile(r"/(?P<repo>[^/]+/[^/]+)\.git/info/lfs/objects/(?P<operation>batch|verify)")
+_OBJECT_ROUTE = re.compile(r"/objects/(?P<oid>[0-9a-f]{64})")
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -188,12 +233,15 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._dispatch("POST")
 
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
     def _dispatch(self, method: str) -> None:
         url = urlsplit(self.path)
         self.query = parse_qs(url.query)
         length = int(self.headers.get("Content-Length") or 0)
         self.body = self.rfile.read(length) if length else b""
-        self.hub.requests.append((method, url.path))
+        self._record(method, url.path)
         try:
             self._route(method, url.path)
         except HubError as error:
@@ -203,6 +251,9 @@ class _Handler(BaseHTTPRequestHandler):
             if error.repo_commit:
                 headers["X-Repo-Commit"] = error.repo_commit
             self._send_json({"error": error.message, **error.body}, error.status, headers)
+
+    def _record(self, method: str, path: str) -> None:
+        self.hub.requests.append((method, path))
 
     def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
         self.send_response(status)
@@ -269,6 +320,10 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._create_tag(repo, revision)
         if method in ("GET", "HEAD") and (match := _RESOLVE_ROUTE.fullmatch(path)):
             return self._resolve(self._repo(match["repo"]), unquote(match["revision"]), unquote(match["path"]))
+        if method == "POST" and (match := _LFS_ROUTE.fullmatch(path)):
+            self._require_write()
+            repo = self._repo(match["repo"])
+            return self._lfs_batch(repo) if match["operation"] == "batch" else self._lfs_verify()
         self.hub.unhandled.append((method, path))
         raise HubError(404, f"{method} {path} is not implemented by the stand-in Hub")
 
@@ -325,7 +380,12 @@ class _Handler(BaseHTTPRequestHandler):
             if not recursive and "/" in rest:
                 folders.add(prefix + rest.split("/", 1)[0])
                 continue
-            entries.append({"type": "file", "path": path, "size": len(data), "oid": git_blob_id(data)})
+            entry = {"type": "file", "path": path, "size": len(data), "oid": git_blob_id(data)}
+            if is_large_file(path):
+                pointer = lfs_pointer(data)
+                entry |= {"oid": git_blob_id(pointer), "lfs": {"oid": hashlib.sha256(data).hexdigest(),
+                                                                "size": len(data), "pointerSize": len(pointer)}}
+            entries.append(entry)
         if folder and not entries and not folders:
             raise HubError(404, f"{folder} does not exist at {revision}", "EntryNotFound", commit.oid)
         entries += [{"type": "directory", "path": name, "oid": hashlib.sha1(name.encode()).hexdigest()}
@@ -338,9 +398,10 @@ class _Handler(BaseHTTPRequestHandler):
         commit = self._commit(repo, revision)
         files = []
         for entry in self._json_body().get("files", []):
-            existing = commit.files.get(entry["path"])
-            files.append({"path": entry["path"], "uploadMode": "regular", "shouldIgnore": False,
-                          "oid": git_blob_id(existing) if existing is not None else None})
+            existing, large = commit.files.get(entry["path"]), is_large_file(entry["path"])
+            oid = None if existing is None else hashlib.sha256(existing).hexdigest() if large else git_blob_id(existing)
+            files.append({"path": entry["path"], "uploadMode": "lfs" if large else "regular", "shouldIgnore": False,
+                          "oid": oid})
         self._send_json({"files": files, "commitOid": commit.oid})
 
     def _commit_files(self, repo: Repo, branch: str) -> None:
@@ -359,9 +420,13 @@ class _Handler(BaseHTTPRequestHandler):
                 if value.get("encoding") != "base64":
                     raise HubError(400, f"unsupported encoding {value.get('encoding')!r}")
                 operations.append(("file", value["path"], base64.b64decode(value["content"])))
+            elif key == "lfsFile":
+                if value.get("algo") != "sha256":
+                    raise HubError(400, f"unsupported LFS hash {value.get('algo')!r}")
+                operations.append(("lfsFile", value["path"], value["oid"]))
             elif key in ("deletedFile", "deletedFolder"):
                 operations.append((key, value["path"], None))
-            else:  # lfsFile: never asked for, since preupload answers "regular"
+            else:
                 raise HubError(400, f"the stand-in does not accept {key!r} operations")
         if header is None or not header.get("summary"):
             raise HubError(400, "a commit needs a header line with a summary")
@@ -386,5 +451,61 @@ class _Handler(BaseHTTPRequestHandler):
         if path not in commit.files:
             raise HubError(404, f"Entry not found: {path}", "EntryNotFound", commit.oid)
         data = commit.files[path]
+        if is_large_file(path):  # as the Hub does: a redirect to the storage, the object's hash and size linked
+            oid = hashlib.sha256(data).hexdigest()
+            self._send(302, b"", {"Location": f"{self.hub.storage_url}/objects/{oid}", "X-Repo-Commit": commit.oid,
+                                  "ETag": f'"{git_blob_id(lfs_pointer(data))}"', "X-Linked-Etag": f'"{oid}"',
+                                  "X-Linked-Size": str(len(data))})
+            return
         self._send(200, data, {"Content-Type": "application/octet-stream", "X-Repo-Commit": commit.oid,
                                "ETag": f'"{git_blob_id(data)}"'})
+
+    # -- large files (Git LFS batch API: https://github.com/git-lfs/git-lfs/blob/main/docs/api/batch.md) --
+    def _lfs_batch(self, repo: Repo) -> None:
+        request = self._json_body()
+        if request.get("operation") != "upload" or "basic" not in request.get("transfers", ["basic"]):
+            raise HubError(400, "the stand-in takes LFS uploads by the basic transfer only")
+        objects = []
+        for item in request.get("objects", []):
+            oid, size = item["oid"], item["size"]
+            answer = {"oid": oid, "size": size, "authenticated": True}
+            if oid not in self.hub.state.large_objects:  # an object already stored needs no upload
+                answer["actions"] = {
+                    "upload": {"href": f"{self.hub.storage_url}/objects/{oid}", "header": {}},
+                    "verify": {"href": f"{self._base_url}/{repo.repo_id}.git/info/lfs/objects/verify",
+                               "header": {}}}
+            objects.append(answer)
+        self._send(200, json.dumps({"transfer": "basic", "objects": objects}).encode(),
+                   {"Content-Type": LFS_CONTENT_TYPE})
+
+    def _lfs_verify(self) -> None:
+        item = self._json_body()
+        stored = self.hub.state.large_objects.get(item.get("oid"))
+        if stored is None or len(stored) != item.get("size"):
+            raise HubError(404, f"LFS object {item.get('oid')} of {item.get('size')} bytes is not stored")
+        self._send(200, b"{}", {"Content-Type": LFS_CONTENT_TYPE})
+
+
+class _StorageHandler(_Handler):
+    """The Hub's large-file storage (S3 and its CDN on the real Hub): PUT an object at the address the
+    batch API gave, GET it where a download was redirected. No authorization: the address is the key."""
+
+    def _record(self, method: str, path: str) -> None:
+        self.hub.storage_requests.append((method, path))
+
+    def _route(self, method: str, path: str) -> None:
+        match = _OBJECT_ROUTE.fullmatch(path)
+        if match is None:
+            self.hub.unhandled.append((method, path))
+            raise HubError(404, f"{method} {path} is not implemented by the stand-in storage")
+        oid = match["oid"]
+        if method == "PUT":
+            if hashlib.sha256(self.body).hexdigest() != oid:
+                raise HubError(400, f"the uploaded bytes do not hash to {oid}")
+            with self.hub.state.lock:
+                self.hub.state.large_objects[oid] = self.body
+            self._send(200, b"", {"ETag": f'"{oid}"'})
+        elif method in ("GET", "HEAD") and oid in self.hub.state.large_objects:
+            self._send(200, self.hub.state.large_objects[oid], {"Content-Type": "application/octet-stream"})
+        else:
+            raise HubError(404, f"no object {oid}")

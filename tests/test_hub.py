@@ -6,6 +6,7 @@ the stand-in and compares what comes back. Nothing of `huggingface_hub` is mocke
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -82,6 +83,7 @@ def client_env(endpoint: str, hf_home: Path, **extra: str) -> dict[str, str]:
     env = {name: value for name, value in os.environ.items() if not name.startswith(("HF_", "HUGGINGFACE_"))}
     env.update(HF_ENDPOINT=endpoint, HF_HOME=str(hf_home), HF_TOKEN=TOKEN, HF_HUB_DISABLE_TELEMETRY="1",
                HF_HUB_DISABLE_PROGRESS_BARS="1", HF_HUB_DISABLE_UPDATE_CHECK="1", PYTHONPATH=str(REPO_ROOT),
+               HF_HUB_DISABLE_XET="1",  # large files by Git LFS, which the stand-in serves (not Xet)
                OMP_NUM_THREADS=str(torch.get_num_threads()))  # same threads as here: bit-equal outputs
     env.update(extra)
     return env
@@ -198,6 +200,24 @@ def test_push_makes_one_commit_per_export_and_a_tag(hub, published):
     assert v2.files["model.safetensors"] == (published.v2_dir / "model.safetensors").read_bytes()
     assert v2.files["model.safetensors"] != v1.files["model.safetensors"]
     assert v2.files["README.md"] == v1.files["README.md"]
+    assert hub.unhandled == []
+
+
+def test_weights_travel_as_large_files_as_on_the_real_hub(hub, published, pulled):
+    """Every *.safetensors went up through the LFS batch API to the storage server (the stand-in refuses
+    one inside a commit) and came down from it by the Hub's redirect; nothing else touched the storage."""
+    large = [(path, data) for repo in hub.state.repos.values() for commit in repo.commits.values()
+             for path, data in commit.files.items() if path.endswith(".safetensors")]
+    assert "model.safetensors" in dict(large)
+    objects = {hashlib.sha256(data).hexdigest() for _, data in large}
+    assert objects <= set(hub.state.large_objects)
+    uploaded = {path.removeprefix("/objects/") for method, path in hub.storage_requests if method == "PUT"}
+    downloaded = {path.removeprefix("/objects/") for method, path in hub.storage_requests if method == "GET"}
+    assert objects <= uploaded  # each put once; a later export's unchanged objects are not sent again
+    assert len(uploaded) == len([1 for method, _ in hub.storage_requests if method == "PUT"])
+    assert hashlib.sha256(published.v1_dir.joinpath("model.safetensors").read_bytes()).hexdigest() in downloaded
+    assert ("POST", f"/{REPO}.git/info/lfs/objects/batch") in hub.requests
+    assert {path for method, path in hub.storage_requests} <= {f"/objects/{oid}" for oid in objects}
     assert hub.unhandled == []
 
 
