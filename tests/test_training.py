@@ -152,15 +152,27 @@ def checkpoint_tensors(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict]:
     return load_file(last / "state.safetensors"), json.loads((last / "meta.json").read_text())
 
 
+def logged_steps(run_dir: Path) -> list[dict]:
+    """metrics.jsonl without its timings: step number and losses."""
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{key: value for key, value in record.items() if key not in ("images_per_second", "wall_seconds")}
+            for record in records]
+
+
 @pytest.mark.slow
 def test_resume_matches_an_uninterrupted_run(image_folders, vgg, tmp_path):
-    config = tiny(steps=3, checkpoint_every=2)
+    config = tiny(steps=3, checkpoint_every=2, log_every=1)
     run_training(config, image_folders, tmp_path / "interrupted", vgg)
     longer = dataclasses.replace(config, steps=6)
     resumed = run_training(longer, image_folders, tmp_path / "interrupted", vgg, resume=True)
     straight = run_training(longer, image_folders, tmp_path / "straight", vgg)
 
     assert resumed.step == straight.step == 6
+    # Resume continues from the checkpoint's step 3 (a restart from step 0 would log steps 1-3 twice), and
+    # every resumed step has the uninterrupted run's losses: the same batch (data order) through the same
+    # weights, moved by the same optimiser state.
+    assert [record["step"] for record in logged_steps(tmp_path / "interrupted")] == [1, 2, 3, 4, 5, 6]
+    assert logged_steps(tmp_path / "interrupted") == logged_steps(tmp_path / "straight")
     resumed_state, resumed_meta = checkpoint_tensors(tmp_path / "interrupted")
     straight_state, straight_meta = checkpoint_tensors(tmp_path / "straight")
     # G, D, EMA G, both optimizers' moments and step counts, and the RNG state.
