@@ -8,10 +8,8 @@ its resident memory bounded (`benchmarks.load_app`, small).
 from __future__ import annotations
 
 import json
-import subprocess
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +17,7 @@ import pytest
 from PIL import Image
 
 from benchmarks import load_app
+from tests.appprocess import free_port, running_app
 from tests.appserver import PRESET
 from tests.required import required_import
 from tests.test_crash_safety import assert_reopened_archive_is_clean
@@ -29,25 +28,6 @@ WORKERS_PER_PROCESS = 2
 SCANS_PER_WORKER = 2
 
 
-@contextmanager
-def app_process(workdir: Path, archive_dir: Path) -> Iterator[tuple[subprocess.Popen, str]]:
-    """`python app.py` serving `archive_dir` on a free loopback port (its own Gradio folder and log in
-    `workdir`); yields the process and its URL, and stops it afterwards."""
-    workdir.mkdir()
-    (workdir / "archive").symlink_to(archive_dir)  # load_app.start_app serves workdir/archive
-    port = load_app.free_port()
-    process = load_app.start_app(workdir, port)
-    try:
-        yield process, f"http://127.0.0.1:{port}/"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 def write_scan(path: Path, seed: int) -> Path:
     pixels = np.random.default_rng(seed).integers(0, 256, (36, 44, 3), dtype=np.uint8)
     Image.fromarray(pixels, "RGB").save(path)
@@ -56,14 +36,10 @@ def write_scan(path: Path, seed: int) -> Path:
 
 def test_two_app_processes_on_one_archive_lose_nothing(tmp_path):
     archive_dir = tmp_path / "archive"
-    archive_dir.mkdir()
     with ExitStack() as stack:
-        # Started together: both open (and sweep) the archive and make its signing identity at once.
-        processes = [stack.enter_context(app_process(tmp_path / name, archive_dir)) for name in ("a", "b")]
-        for (process, url), name in zip(processes, ("a", "b")):
-            load_app.wait_until_serving(process, url, tmp_path / name / "app.log")
+        urls = [stack.enter_context(running_app(free_port(), archive_dir, tmp_path / f"{name}.log")) for name in "ab"]
         clients = [gradio_client.Client(url, analytics_enabled=False, verbose=False,
-                                        download_files=str(tmp_path / "downloads")) for _, url in processes]
+                                        download_files=str(tmp_path / "downloads")) for url in urls]
         for client in clients:
             stack.callback(client.close)
 

@@ -2,13 +2,7 @@
 Its result, downloaded by the browser, carries Content Credentials the app shows when it is uploaded."""
 from __future__ import annotations
 
-import os
 import re
-import socket
-import subprocess
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import c2pa
@@ -16,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks.load_app import wait_until_serving
 from stylegan.archive import Archive
+from tests.appprocess import free_port, running_app
 from tests.required import skip_unless
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -27,34 +21,6 @@ TITLE = "Letter from the harbour master, 1888"
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow,
               skip_unless(CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install chromium)")]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@contextmanager
-def running_app(port: int, archive_dir: Path, log: Path) -> Iterator[str]:
-    """`python app.py` serving on `port`; stopped (and waited for) on exit."""
-    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1",
-           "ARCHIVE_DIR": str(archive_dir), "OMP_NUM_THREADS": "1"}
-    env.pop("STYLE_MODEL_REPO", None)
-    with open(log, "ab") as output:
-        process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=output,
-                                   stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        wait_until_serving(process, url, log, seconds=180)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture
