@@ -403,7 +403,8 @@ def test_a_hub_model_loads_pinned_to_its_commit(tmp_path):
     with StandInHub() as hub:
         repo = hub.state.create_repo("museum/archive-style", private=False)
         commit = hub.state.commit(repo, "main", "model", None,
-                                  [("file", path.name, path.read_bytes()) for path in model_dir.iterdir()])
+                                  [("file", path.relative_to(model_dir).as_posix(), path.read_bytes())
+                                   for path in model_dir.rglob("*") if path.is_file()])
         env = {**os.environ, "HF_ENDPOINT": hub.endpoint, "HF_HOME": str(tmp_path / "hf"),
                "STYLE_MODEL_REPO": "museum/archive-style", "STYLE_MODEL_REVISION": commit.oid, "OMP_NUM_THREADS": "1"}
         script = ("import json, app; stylizer, notice = app.load_stylizer(); "
