@@ -182,7 +182,7 @@ def test_usage_errors_exit_2(inputs: Path) -> None:
     mismatch = run_cli("stylize", source, "--style", PRESET, "--weight", "1", "--weight", "2", "--out", inputs / "o")
     assert mismatch.returncode == 2 and "one weight per style" in mismatch.stderr
     optimize_preset = run_cli("stylize", source, "--style", PRESET, "--mode", "optimize", "--out", inputs / "o")
-    assert optimize_preset.returncode == 2 and "needs a style image" in optimize_preset.stderr
+    assert optimize_preset.returncode == 2 and "needs them: upload the artwork as a style image" in optimize_preset.stderr
     assert run_cli("stylize", source, "--out", inputs / "o").returncode == 2  # argparse: --style is required
     tiny_texture = run_cli("stylize", source, "--style", PRESET, "--texture-side", "8", "--out", inputs / "o")
     assert tiny_texture.returncode == 2 and "--texture-side must be 0 or at least" in tiny_texture.stderr

@@ -43,7 +43,9 @@ class Planted:
 def model_folder(folder: Path, pickle_name: str, *, with_safetensors: bool) -> Path:
     folder.mkdir()
     for path in DEFAULT_MODEL_DIR.iterdir():
-        if with_safetensors or path.suffix != ".safetensors":
+        if path.is_dir():  # preset_grams/
+            shutil.copytree(path, folder / path.name)
+        elif with_safetensors or path.suffix != ".safetensors":
             shutil.copy(path, folder / path.name)
     (folder / pickle_name).write_bytes(pickle.dumps(Planted(folder.parent / "pwned")))
     return folder
