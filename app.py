@@ -7,9 +7,9 @@ Environment: GRADIO_SERVER_NAME / GRADIO_SERVER_PORT; ARCHIVE_DIR (default ./arc
 (a Hub model, pinned; the bundled model if the Hub cannot be reached); ARCHIVE_AUTH
 ("user:password,user2:password2") to require a login; CONTENT_CREDENTIALS_CERTS with
 CONTENT_CREDENTIALS_KEY (an institution's signing identity; else the archive's self-issued one),
-CONTENT_CREDENTIALS_TSA_URL and CONTENT_CREDENTIALS_TRUST_ANCHORS (see stylegan/credentials.py).
+CONTENT_CREDENTIALS_TSA_URL and CONTENT_CREDENTIALS_TRUST_ANCHORS (see archivist/credentials.py).
 
-This file is layout and wiring only: the work is in `stylegan.jobs` and `stylegan.archive`.
+This file is layout and wiring only: the work is in `archivist.jobs` and `archivist.archive`.
 (No `from __future__ import annotations` here: Gradio reads the API endpoints' types at run time.)
 """
 import contextlib
@@ -34,10 +34,9 @@ from gradio.utils import get_upload_folder, is_in_or_equal
 from huggingface_hub.errors import LocalEntryNotFoundError
 from PIL import Image
 
-from stylegan import __version__
-from stylegan.archive import Archive, ArchiveError, Catalogue, DiskFull, Entry, parse_tags
-from stylegan.batch import collect_batch
-from stylegan.credentials import (
+from archivist.archive import Archive, ArchiveError, Catalogue, DiskFull, Entry, parse_tags
+from archivist.batch import collect_batch
+from archivist.credentials import (
     ENV_CERTS,
     ENV_KEY,
     CredentialsError,
@@ -46,12 +45,13 @@ from stylegan.credentials import (
     read_credentials,
     trust_anchors_from_environment,
 )
+from archivist.jobs import Job, Settings, StyleChoice, StyleImage, stylize_batch, stylize_progressively
+from archivist.postprocess import PostProcess
+from archivist.thumbnails import render_preset_thumbnails
+from stylegan import __version__
 from stylegan.files import write_file
 from stylegan.inference import DEFAULT_TEXTURE_SIDE, Stylizer
-from stylegan.jobs import Job, Settings, StyleChoice, StyleImage, stylize_batch, stylize_progressively
 from stylegan.optimize import REFINE_PREVIEW_EVERY, REFINE_STEPS, refine_step_seconds
-from stylegan.postprocess import PostProcess
-from stylegan.thumbnails import render_preset_thumbnails
 
 log = logging.getLogger("archive-style-gan")
 

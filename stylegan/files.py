@@ -12,19 +12,14 @@ write fail as a full disk does (`OSError(errno.ENOSPC)`).
 """
 from __future__ import annotations
 
-import errno
 import io
 import os
 import secrets
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
 TEMPORARY_SUFFIX = ".tmp"
-# errno values that mean "no room to write": a full filesystem, or the user's quota used up.
-NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
-SQLITE_FULL = 13  # https://www.sqlite.org/rescode.html#full
 
 Contents = bytes | Callable[[BinaryIO], object]  # the bytes, or a function that writes them to a file
 
@@ -94,9 +89,3 @@ def write_file(path: str | os.PathLike, contents: Contents, *, overwrite: bool =
         raise
     return path
 
-
-def is_out_of_space(error: BaseException) -> bool:
-    """Whether `error` says the disk (or the quota) is full: from a write, or from SQLite."""
-    if isinstance(error, OSError):
-        return error.errno in NO_SPACE_ERRNOS
-    return isinstance(error, sqlite3.Error) and getattr(error, "sqlite_errorcode", None) == SQLITE_FULL

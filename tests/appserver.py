@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import app
-from stylegan.archive import Archive
+from archivist.archive import Archive
 from stylegan.inference import Stylizer
 
 PRESET = "hokusai_great_wave_off_kanagawa"

@@ -30,9 +30,9 @@ from types import SimpleNamespace
 import numpy as np
 from PIL import Image
 
-from stylegan.archive import Archive, Catalogue
+from archivist.archive import Archive, Catalogue
+from archivist.jobs import Settings, StyleChoice, stylize_and_archive
 from stylegan.inference import ModelInfo
-from stylegan.jobs import Settings, StyleChoice, stylize_and_archive
 
 MAX_SECONDS = 60  # a writer whose test has gone away stops by itself
 MODEL = ModelInfo("test/crash", "0" * 40, "ab" * 32, "")

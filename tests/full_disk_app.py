@@ -25,8 +25,8 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from stylegan.archive import DATABASE_FILE, TMP, Archive
-from stylegan.provenance import sha256_bytes
+from archivist.archive import DATABASE_FILE, TMP, Archive
+from archivist.provenance import sha256_bytes
 from tests.appserver import PRESET, serve
 
 FILLER = "filler"
@@ -89,7 +89,7 @@ def consistency(root: Path) -> dict:
 
 def main(root: Path) -> None:
     logs = Count()
-    logging.getLogger("stylegan.archive").addHandler(logs)
+    logging.getLogger("archivist.archive").addHandler(logs)
     work = Path(os.environ.get("TMPDIR", "/tmp")) / f"full-disk-{os.getpid()}"
     work.mkdir()
     report: dict = {}

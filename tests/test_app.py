@@ -21,12 +21,12 @@ import torch
 from PIL import Image
 
 import app
-from stylegan.archive import Archive
-from stylegan.credentials import ENV_CERTS, ENV_KEY, KEY_FILE, SHA256_METADATA, WEIGHT_METADATA
+from archivist.archive import Archive
+from archivist.credentials import ENV_CERTS, ENV_KEY, KEY_FILE, SHA256_METADATA, WEIGHT_METADATA
+from archivist.jobs import ScaledProgress
+from archivist.provenance import read_provenance, sha256_bytes
 from stylegan.inference import Stylizer
-from stylegan.jobs import ScaledProgress
 from stylegan.optimize import REFINE_STEPS
-from stylegan.provenance import read_provenance, sha256_bytes
 from tests.required import required_import
 
 gradio_client = required_import("gradio_client")

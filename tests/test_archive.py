@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stylegan.archive import (
+from archivist.archive import (
     DUBLIN_CORE_COLUMNS,
     Archive,
     ArchiveError,
@@ -25,11 +25,11 @@ from stylegan.archive import (
     parse_tags,
     validate_rights,
 )
-from stylegan.batch import MAX_COMPRESSION_RATIO, BatchItem, collect_batch
+from archivist.batch import MAX_COMPRESSION_RATIO, BatchItem, collect_batch
+from archivist.jobs import Settings, StyleChoice, StyleImage, stylize_batch
+from archivist.postprocess import PostProcess
+from archivist.provenance import new_record, read_provenance, sha256_bytes
 from stylegan.inference import ModelInfo
-from stylegan.jobs import Settings, StyleChoice, StyleImage, stylize_batch
-from stylegan.postprocess import PostProcess
-from stylegan.provenance import new_record, read_provenance, sha256_bytes
 
 MODEL = ModelInfo("org/model", "0123456789abcdef0123456789abcdef01234567", "ab" * 32, "")
 BASE_URL = "https://iiif.example.org/exports/one/"
@@ -101,7 +101,7 @@ def test_add_refuses_a_record_of_another_original(archive):
 
 
 def test_a_failed_add_leaves_no_row_and_no_file(archive, monkeypatch):
-    import stylegan.archive as archive_module
+    import archivist.archive as archive_module
 
     def fail(*args):
         raise sqlite3.OperationalError("disk I/O error")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stylegan.archive import Archive
+from archivist.archive import Archive
 from tests.appprocess import free_port, running_app
 from tests.required import skip_unless
 

@@ -1,4 +1,4 @@
-"""`python -m stylegan`: batch inputs, styles and weights, failures, no overwrites, provenance, torchrun split,
+"""`python -m archivist`: batch inputs, styles and weights, failures, no overwrites, provenance, torchrun split,
 signed Content Credentials and `verify`."""
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stylegan.__main__ import UsageError, collect_inputs, default_credentials_dir, distributed_rank, output_name
-from stylegan.credentials import ENV_CERTS, ENV_KEY, SHA256_METADATA
-from stylegan.provenance import read_provenance
+from archivist.cli import UsageError, collect_inputs, default_credentials_dir, distributed_rank, output_name
+from archivist.credentials import ENV_CERTS, ENV_KEY, SHA256_METADATA
+from archivist.provenance import read_provenance
 
 REPO = Path(__file__).resolve().parents[1]
 PRESET = "hokusai_great_wave_off_kanagawa"
@@ -37,7 +37,7 @@ def run_cli(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.
     environment.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1",
                        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     environment.update(env or {})
-    return subprocess.run([sys.executable, "-m", "stylegan", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "archivist", *map(str, args)], capture_output=True, text=True,
                           env=environment, cwd=REPO, timeout=300, check=False)
 
 

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from stylegan.archive import DATABASE_FILE, ORIGINALS, RESULTS, THUMBNAILS, TMP, Archive
-from stylegan.provenance import read_provenance, sha256_bytes
+from archivist.archive import DATABASE_FILE, ORIGINALS, RESULTS, THUMBNAILS, TMP, Archive
+from archivist.provenance import read_provenance, sha256_bytes
 from tests.archive_writer import CRASH_STATUS
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from PIL import Image
 
 import stylegan
-from stylegan.archive import Archive
-from stylegan.credentials import (
+from archivist.archive import Archive
+from archivist.credentials import (
     CA_FILE,
     CHAIN_FILE,
     ENV_CERTS,
@@ -39,8 +39,8 @@ from stylegan.credentials import (
     read_credentials,
     trust_anchors_from_environment,
 )
+from archivist.provenance import encode_image, read_provenance, sha256_bytes
 from stylegan.presets import Preset
-from stylegan.provenance import encode_image, read_provenance, sha256_bytes
 from tests.certificates import MUSEUM, museum_chain, self_signed_signer
 from tests.imagegen import encode, gradient
 from tests.test_provenance import SOURCE, make_record

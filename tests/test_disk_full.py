@@ -29,11 +29,11 @@ import torch
 from PIL import Image
 
 import app
+from archivist.archive import DATABASE_FILE, Archive, DiskFull
+from archivist.credentials import LOCK_FILE, CredentialsError, Signing, local_identity
+from archivist.provenance import new_record, save_with_provenance, sha256_bytes
+from archivist.thumbnails import render_preset_thumbnails
 from stylegan import files
-from stylegan.archive import DATABASE_FILE, Archive, DiskFull
-from stylegan.credentials import LOCK_FILE, CredentialsError, Signing, local_identity
-from stylegan.provenance import new_record, save_with_provenance, sha256_bytes
-from stylegan.thumbnails import render_preset_thumbnails
 from tests.appserver import PRESET, bundled_stylizer, one_torch_thread, serve, tree
 from tests.archive_writer import MODEL, add
 from tests.required import required_import
@@ -60,7 +60,7 @@ def database_integrity(root: Path) -> list:
 
 
 def archive_warnings(caplog) -> list[logging.LogRecord]:
-    return [record for record in caplog.records if record.name == "stylegan.archive" and record.levelno >= logging.WARNING]
+    return [record for record in caplog.records if record.name == "archivist.archive" and record.levelno >= logging.WARNING]
 
 
 def test_an_archive_write_on_a_full_disk_changes_nothing_and_is_logged_once(tmp_path, monkeypatch, caplog):
@@ -69,7 +69,7 @@ def test_an_archive_write_on_a_full_disk_changes_nothing_and_is_logged_once(tmp_
     kept = [add(archive, rng, []) for _ in range(3)]
     before = tree(archive.root)
     monkeypatch.setattr(files, "write_chunk", no_space_under(archive.root))
-    with caplog.at_level(logging.WARNING, logger="stylegan.archive"):
+    with caplog.at_level(logging.WARNING, logger="archivist.archive"):
         for _ in range(3):
             with pytest.raises(DiskFull, match="the archive's disk is full: the result could not be archived, "
                                                "and nothing was changed. Free space"):
@@ -88,7 +88,7 @@ def test_an_archive_write_on_a_full_disk_changes_nothing_and_is_logged_once(tmp_
     added = add(archive, rng, [])
     assert {entry.id for entry in archive.search()} == {kept[0], kept[2], added}
     monkeypatch.setattr(files, "write_chunk", no_space_under(archive.root))  # full again: logged again
-    with caplog.at_level(logging.WARNING, logger="stylegan.archive"), pytest.raises(DiskFull):
+    with caplog.at_level(logging.WARNING, logger="archivist.archive"), pytest.raises(DiskFull):
         add(archive, rng, [])
     assert len(archive_warnings(caplog)) == 2
 
@@ -199,7 +199,7 @@ def test_the_app_says_the_archive_disk_is_full_and_keeps_serving(tmp_path, monke
         before = tree(archive.root)
         capfd.readouterr()
         monkeypatch.setattr(files, "write_chunk", no_space_under(archive.root))
-        with caplog.at_level(logging.WARNING, logger="stylegan.archive"):
+        with caplog.at_level(logging.WARNING, logger="archivist.archive"):
             for _ in range(2):
                 with pytest.raises(gradio_client.exceptions.AppError,
                                    match="the archive's disk is full: the result could not be archived") as refused:

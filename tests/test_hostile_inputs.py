@@ -1,5 +1,5 @@
 """Hostile inputs through every surface: the library (`stylize_and_archive`: `open_image`,
-`Stylizer.stylize` and `Archive.add`), the CLI (`python -m stylegan stylize`) and the app's API
+`Stylizer.stylize` and `Archive.add`), the CLI (`python -m archivist stylize`) and the app's API
 (gradio_client against the app served in-process on loopback).
 
 Every hostile file is made here, by the test (no binary junk is committed). Each one gets a
@@ -29,11 +29,11 @@ from hypothesis import strategies as st
 from markdown_it import MarkdownIt
 from PIL import Image
 
-from stylegan.archive import Archive, ArchiveError, Catalogue
-from stylegan.batch import UnreadableMember, collect_batch
+from archivist.archive import Archive, ArchiveError, Catalogue
+from archivist.batch import UnreadableMember, collect_batch
+from archivist.jobs import Settings, StyleChoice, stylize_and_archive, stylize_batch
+from archivist.provenance import read_provenance, sha256_bytes
 from stylegan.images import MAX_FILE_BYTES
-from stylegan.jobs import Settings, StyleChoice, stylize_and_archive, stylize_batch
-from stylegan.provenance import read_provenance, sha256_bytes
 from tests.appserver import PRESET, bundled_stylizer, one_torch_thread, raw_call, serve, tree
 from tests.imagegen import (
     animation,
@@ -254,7 +254,7 @@ def test_cli(workspace, tmp_path):
     for variable in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         env.pop(variable, None)
     zip_input = root / "zips" / "slip.zip"  # named explicitly: the CLI reads it as an image, never unpacks it
-    completed = subprocess.run([sys.executable, "-m", "stylegan", "stylize", str(inputs), str(zip_input),
+    completed = subprocess.run([sys.executable, "-m", "archivist", "stylize", str(inputs), str(zip_input),
                                 "--style", PRESET, "--out", str(out)],
                                cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert completed.returncode == 1, completed.stderr

@@ -17,10 +17,8 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 import stylegan
-from stylegan.credentials import Signing, local_identity, read_credentials
-from stylegan.images import open_image
-from stylegan.inference import ModelInfo
-from stylegan.provenance import (
+from archivist.credentials import Signing, local_identity, read_credentials
+from archivist.provenance import (
     TRAINED_ALGORITHMIC_MEDIA,
     ProvenanceRecord,
     describe_style,
@@ -31,6 +29,8 @@ from stylegan.provenance import (
     sha256_bytes,
     sidecar_path,
 )
+from stylegan.images import open_image
+from stylegan.inference import ModelInfo
 from tests.imagegen import encode, gradient, png_chunk
 
 SOURCE = encode(gradient(), "PNG")

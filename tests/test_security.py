@@ -15,9 +15,9 @@ import pytest
 from PIL import Image
 
 import app
-from stylegan.archive import Archive, Catalogue
+from archivist.archive import Archive, Catalogue
+from archivist.jobs import Settings, StyleChoice, stylize_and_archive
 from stylegan.inference import DEFAULT_MODEL_DIR, Stylizer
-from stylegan.jobs import Settings, StyleChoice, stylize_and_archive
 from tests.appserver import PRESET, bundled_stylizer, one_torch_thread, raw_call, serve, stylize_inputs
 from tests.imagegen import encode, gradient, noise
 from tests.required import required_import
@@ -66,7 +66,7 @@ def test_the_cli_refuses_pickled_weights_with_a_clear_message(tmp_path):
     image.write_bytes(encode(gradient(), "PNG"))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    completed = subprocess.run([sys.executable, "-m", "stylegan", "stylize", str(image), "--style", PRESET,
+    completed = subprocess.run([sys.executable, "-m", "archivist", "stylize", str(image), "--style", PRESET,
                                 "--model", str(folder), "--out", str(tmp_path / "out")],
                                cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert completed.returncode == 2

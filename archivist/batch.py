@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from .images import MAX_FILE_BYTES
+from stylegan.images import MAX_FILE_BYTES
 
 MAX_BATCH_FILES = 100
 MAX_BATCH_BYTES = 2 * 1024**3  # total uncompressed size of a batch's ZIP members

@@ -1,10 +1,10 @@
 """Command line for batch stylisation of scans.
 
-    python -m stylegan stylize scans/ "more/**/*.tif" --style hokusai_great_wave_off_kanagawa --out stylized/
-    python -m stylegan stylize page.jpg --style a.jpg --weight 2 --style b.jpg --weight 1 --out out/
-    python -m stylegan stylize page.jpg --style a.jpg --quality best --out out/      # refined, about a minute on a CPU
-    python -m stylegan presets
-    python -m stylegan verify stylized/*.png
+    python -m archivist stylize scans/ "more/**/*.tif" --style hokusai_great_wave_off_kanagawa --out stylized/
+    python -m archivist stylize page.jpg --style a.jpg --weight 2 --style b.jpg --weight 1 --out out/
+    python -m archivist stylize page.jpg --style a.jpg --quality best --out out/      # refined, about a minute on a CPU
+    python -m archivist presets
+    python -m archivist verify stylized/*.png
 
 Inputs are files, folders (searched recursively for images) and glob patterns. Nothing is
 overwritten: each result gets a new name (`page.stylized.png`, `page.stylized-1.png`, ...) and
@@ -18,7 +18,7 @@ else by a self-issued one kept in --credentials (made on first use). `verify` pr
 file's Content Credentials say and whether they hold; its exit status is 0 when every file's
 are valid, 1 otherwise.
 
-Under `torchrun --nproc-per-node N python -m stylegan stylize ...` each process takes every
+Under `torchrun --nproc-per-node N python -m archivist stylize ...` each process takes every
 N-th input (RANK and WORLD_SIZE from the environment); no process group is needed.
 """
 from __future__ import annotations
@@ -36,6 +36,19 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
+from stylegan.images import open_image
+from stylegan.inference import (
+    DEFAULT_TEXTURE_SIDE,
+    MIN_TEXTURE_SIDE,
+    QUALITIES,
+    STYLIZE_MODES,
+    ProgressCallback,
+    Style,
+    Stylizer,
+    refine_working_size,
+)
+from stylegan.optimize import OPTIMIZE_STEPS, OPTIMIZE_STYLE_LAYERS, REFINE_STEPS, REFINE_STYLE_LAYERS
+
 from .credentials import (
     CredentialsError,
     CredentialsReport,
@@ -48,18 +61,6 @@ from .credentials import (
     preset_ingredient,
     read_credentials,
 )
-from .images import open_image
-from .inference import (
-    DEFAULT_TEXTURE_SIDE,
-    MIN_TEXTURE_SIDE,
-    QUALITIES,
-    STYLIZE_MODES,
-    ProgressCallback,
-    Style,
-    Stylizer,
-    refine_working_size,
-)
-from .optimize import OPTIMIZE_STEPS, OPTIMIZE_STYLE_LAYERS, REFINE_STEPS, REFINE_STYLE_LAYERS
 from .provenance import new_record, save_with_provenance, sha256_bytes, sidecar_path
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp", ".gif"})
@@ -77,7 +78,7 @@ class UsageError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m stylegan", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m archivist", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -242,7 +243,7 @@ def resolve_style(stylizer: Stylizer, specs: list[str], weights: list[float] | N
             ingredients.append(preset_ingredient(spec, preset, weight))
         else:
             raise UsageError(f"--style {spec!r} is neither an image file nor a preset of this model "
-                             "(`python -m stylegan presets` lists them)")
+                             "(`python -m archivist presets` lists them)")
     style = sources[0][0] if len(sources) == 1 else sources
     return style, described, ingredients
 
@@ -440,9 +441,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except UsageError as error:
-        print(f"python -m stylegan {args.command}: error: {error}", file=sys.stderr)
+        print(f"python -m archivist {args.command}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -18,11 +18,8 @@ from pathlib import PurePath
 
 from PIL import Image
 
-from .archive import Archive, ArchiveError, Catalogue, Entry
-from .batch import BatchItem, Refusal, UnreadableMember
-from .credentials import CredentialsError, Ingredient, preset_ingredient
-from .images import ImageError, open_image
-from .inference import (
+from stylegan.images import ImageError, open_image
+from stylegan.inference import (
     DEFAULT_TEXTURE_SIDE,
     MIN_TEXTURE_SIDE,
     QUALITIES,
@@ -31,7 +28,11 @@ from .inference import (
     Stylizer,
     refine_working_size,
 )
-from .optimize import REFINE_STEPS
+from stylegan.optimize import REFINE_STEPS
+
+from .archive import Archive, ArchiveError, Catalogue, Entry
+from .batch import BatchItem, Refusal, UnreadableMember
+from .credentials import CredentialsError, Ingredient, preset_ingredient
 from .postprocess import PostProcess
 from .provenance import new_record, sha256_bytes
 from .thumbnails import downscale_rgb

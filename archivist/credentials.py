@@ -43,11 +43,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from . import __version__
-from .files import write_file
+from stylegan import __version__
+from stylegan.files import write_file
 
 if TYPE_CHECKING:
-    from .presets import Preset
+    from stylegan.presets import Preset
 
 ENV_CERTS = "CONTENT_CREDENTIALS_CERTS"  # PEM chain, signing certificate first: a file path or the PEM text
 ENV_KEY = "CONTENT_CREDENTIALS_KEY"  # PEM private key of that certificate: a file path or the PEM text

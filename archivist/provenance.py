@@ -33,12 +33,13 @@ from typing import TYPE_CHECKING, Any
 import pyexiv2
 from PIL import Image, PngImagePlugin
 
-from . import __version__
+from stylegan import __version__
+from stylegan.files import write_file
+
 from .credentials import Ingredient, Signing, sign
-from .files import write_file
 
 if TYPE_CHECKING:
-    from .inference import ModelInfo
+    from stylegan.inference import ModelInfo
 
 TRAINED_ALGORITHMIC_MEDIA = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
 XMP_NAMESPACE = "urn:archive-style-gan:ns:provenance:1.0#"

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from .images import luminance, to_pil, to_tensor
+from stylegan.images import luminance, to_pil, to_tensor
 
 MAX_CROP = 0.45  # fraction of the width or height one side may remove
 MAX_CONTRAST = 3.0

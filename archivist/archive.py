@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import errno
 import io
 import json
 import logging
@@ -55,8 +56,9 @@ from pathlib import Path
 
 from PIL import Image
 
+from stylegan.files import stage_file, write_file
+
 from .credentials import Ingredient, Signing, SigningIdentity, local_identity
-from .files import is_out_of_space, stage_file, write_file
 from .provenance import ProvenanceRecord, encode_image, sha256_bytes
 from .thumbnails import downscale_rgb
 
@@ -74,6 +76,9 @@ SCHEMA_VERSION = 1
 ENTRY_ID = re.compile(r"[0-9a-f]{16}")
 MAX_TEXT = {"title": 500, "source_id": 500, "notes": 20_000}
 MAX_TAG = 64
+# errno values that mean "no room to write": a full filesystem, or the user's quota used up.
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+SQLITE_FULL = 13  # https://www.sqlite.org/rescode.html#full
 
 # https://rightsstatements.org/page/1.0/ (the 12 statements of version 1.0).
 RIGHTS_STATEMENTS = frozenset({"InC", "InC-OW-EU", "InC-EDU", "InC-NC", "InC-RUU", "NoC-CR", "NoC-NC",
@@ -535,6 +540,13 @@ class Archive:
                         self.root, error)
         raise DiskFull(f"the archive's disk is full: {what_failed}, and nothing was changed. Free space on it "
                        "(delete entries or old exports, or ask the server's administrator) and try again") from error
+
+
+def is_out_of_space(error: BaseException) -> bool:
+    """Whether `error` says the disk (or the quota) is full: from a write, or from SQLite."""
+    if isinstance(error, OSError):
+        return error.errno in NO_SPACE_ERRNOS
+    return isinstance(error, sqlite3.Error) and getattr(error, "sqlite_errorcode", None) == SQLITE_FULL
 
 
 def _entry(row: sqlite3.Row) -> Entry:

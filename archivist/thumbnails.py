@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from .files import write_file
-from .images import resize_long_side, to_pil, to_tensor
+from stylegan.files import write_file
+from stylegan.images import resize_long_side, to_pil, to_tensor
 
 if TYPE_CHECKING:
-    from .inference import Stylizer
+    from stylegan.inference import Stylizer
 
 PRESET_THUMBNAIL_SIDE = 128
 

@@ -1,0 +1,6 @@
+"""`python -m archivist ...`: the command line (`archivist.cli`)."""
+import sys
+
+from .cli import main
+
+sys.exit(main())
