@@ -9,7 +9,7 @@ Environment: GRADIO_SERVER_NAME / GRADIO_SERVER_PORT; ARCHIVE_DIR (default ./arc
 CONTENT_CREDENTIALS_KEY (an institution's signing identity; else the archive's self-issued one),
 CONTENT_CREDENTIALS_TSA_URL and CONTENT_CREDENTIALS_TRUST_ANCHORS (see archivist/credentials.py).
 
-This file is layout and wiring only: the work is in `archivist.jobs` and `archivist.archive`.
+This file is layout and wiring only: the work is in `archivist.pipeline` and `archivist.archive`.
 (No `from __future__ import annotations` here: Gradio reads the API endpoints' types at run time.)
 """
 import contextlib
@@ -21,8 +21,10 @@ import re
 import tempfile
 import time
 import uuid
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePath
+from typing import Any
 
 # Read once when gradio / huggingface_hub are imported: the app never phones home.
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
@@ -45,12 +47,12 @@ from archivist.credentials import (
     read_credentials,
     trust_anchors_from_environment,
 )
-from archivist.jobs import Job, Settings, StyleChoice, StyleImage, stylize_batch, stylize_progressively
+from archivist.pipeline import Job, Result, StyleChoice, StyleImage, ToArchive, stylize_batch, stylize_progressively
 from archivist.postprocess import PostProcess
 from archivist.thumbnails import render_preset_thumbnails
 from stylegan import __version__
 from stylegan.files import write_file
-from stylegan.inference import DEFAULT_TEXTURE_SIDE, Stylizer
+from stylegan.inference import DEFAULT_TEXTURE_SIDE, Style, Stylizer, StylizeSettings
 from stylegan.optimize import REFINE_PREVIEW_EVERY, REFINE_STEPS, refine_step_seconds
 
 log = logging.getLogger("archive-style-gan")
@@ -170,33 +172,74 @@ def _file_name(value) -> str:
     return PurePath(_file_path(value)).name
 
 
-def _style_choice(style_source, preset, images_and_weights) -> StyleChoice:
-    if style_source not in ("preset", "images"):
-        raise ValueError(f"style_source must be 'preset' or 'images', got {style_source!r}")
-    if style_source == "preset":
-        if not preset:
+# The inputs /stylize and /batch share, in the order they are wired, as the API names them, with their defaults.
+SETTINGS_INPUTS = (("style_source", "preset"), ("preset", None),
+                   *((name, default) for number in range(1, MAX_STYLE_IMAGES + 1)
+                     for name, default in ((f"style_image_{number}", None), (f"style_weight_{number}", 1.0))),
+                   ("strength", 0.8), ("preserve_color", False), ("max_long_side", 0), ("contrast", 1.0),
+                   ("crop_left", 0), ("crop_top", 0), ("crop_right", 0), ("crop_bottom", 0), ("seed", 0))
+CATALOGUE_INPUTS = (("title", ""), ("source_id", ""), ("rights", ""), ("notes", ""), ("tags", ""), ("approved", False))
+# Texture scale and quality came last, after the catalogue fields, so the earlier inputs kept their positions.
+LATE_SETTINGS_INPUTS = (("texture_side", DEFAULT_TEXTURE_SIDE), ("quality", "fast"))
+
+
+def job_from_inputs(values: Mapping[str, Any]) -> Job:
+    """The one place where the settings components become a job."""
+    if values["style_source"] not in ("preset", "images"):
+        raise ValueError(f"style_source must be 'preset' or 'images', got {values['style_source']!r}")
+    if values["style_source"] == "preset":
+        if not values["preset"]:
             raise ValueError("choose a preset, or switch the style to your own style images")
-        return StyleChoice(preset=preset)
-    images = tuple(StyleImage(Path(_file_path(image)).read_bytes(), _file_name(image), float(weight))
-                   for image, weight in zip(images_and_weights[0::2], images_and_weights[1::2])
-                   if _file_path(image))
-    if not images:
-        raise ValueError("upload at least one style image, or switch the style to a preset")
-    return StyleChoice(images=images)
+        style = StyleChoice.preset(values["preset"])
+    else:
+        images = [(StyleImage(Path(path).read_bytes(), _file_name(image)), float(values[f"style_weight_{number}"]))
+                  for number in range(1, MAX_STYLE_IMAGES + 1)
+                  for image in [values[f"style_image_{number}"]] if (path := _file_path(image))]
+        if not images:
+            raise ValueError("upload at least one style image, or switch the style to a preset")
+        style = StyleChoice(tuple(images))
+    settings = StylizeSettings(float(values["strength"]), bool(values["preserve_color"]),
+                               int(values["max_long_side"]) or None, int(values["texture_side"] or 0) or None,
+                               quality=values["quality"] or "fast", seed=int(values["seed"] or 0))
+    crop = tuple(float(values[f"crop_{side}"]) / 100.0 for side in ("left", "top", "right", "bottom"))
+    return Job(style, settings, PostProcess(contrast=float(values["contrast"]), crop=crop))
 
 
-def _settings(strength, preserve_color, max_long_side, contrast, crop_left, crop_top, crop_right, crop_bottom,
-              seed, texture_side=DEFAULT_TEXTURE_SIDE, quality="fast") -> Settings:
-    crop = tuple(float(percent) / 100.0 for percent in (crop_left, crop_top, crop_right, crop_bottom))
-    return Settings(strength=float(strength), preserve_color=bool(preserve_color),
-                    max_long_side=int(max_long_side) or None, texture_side=int(texture_side or 0) or None,
-                    post=PostProcess(contrast=float(contrast), crop=crop), seed=int(seed or 0),
-                    quality=quality or "fast")
+def catalogue_from_inputs(values: Mapping[str, Any]) -> Catalogue:
+    return Catalogue(values.get("title", ""), values.get("source_id", ""), values["rights"], values["notes"],
+                     parse_tags(values["tags"]), bool(values["approved"]))
 
 
-def refine_gpu_seconds(content, style, strength, preserve_color, max_long_side, texture_side, steps, progress) -> int:
-    """ZeroGPU allowance for one best-quality stylisation (called with the device function's arguments)."""
-    return round(GPU_SECONDS + GPU_SECONDS_PER_REFINE_STEP * steps)
+def event_function(handler: Callable, first_input: str, catalogue_inputs: Sequence[tuple[str, Any]]) -> Callable:
+    """`handler(first, job, catalogue, progress)` as a Gradio event function. Gradio passes the components
+    positionally and names the API's parameters after the function's, so its signature lists them all:
+    `first_input`, the settings, `catalogue_inputs`, texture side and quality, and the progress tracker."""
+    inputs = ((first_input, inspect.Parameter.empty), *SETTINGS_INPUTS, *catalogue_inputs, *LATE_SETTINGS_INPUTS,
+              ("progress", gr.Progress()))
+    signature = inspect.Signature([inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default)
+                                   for name, default in inputs])
+
+    def arguments(args: tuple, kwargs: dict) -> tuple:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        values = bound.arguments
+        return values[first_input], job_from_inputs(values), catalogue_from_inputs(values), values["progress"]
+
+    if inspect.isgeneratorfunction(handler):
+        def event(*args, **kwargs):
+            yield from handler(*arguments(args, kwargs))
+    else:
+        def event(*args, **kwargs):
+            return handler(*arguments(args, kwargs))
+    event.__signature__ = signature
+    event.__name__ = event.__qualname__ = handler.__name__
+    return refusals_as_errors(event)
+
+
+def gpu_seconds(content, style, settings: StylizeSettings, progress) -> int:
+    """ZeroGPU allowance for one stylisation (called with the device function's arguments): best quality's
+    grows with its steps."""
+    return round(GPU_SECONDS + (GPU_SECONDS_PER_REFINE_STEP * settings.step_count if settings.quality == "best" else 0))
 
 
 def quality_choices(stylizer: Stylizer) -> list[tuple[str, str]]:
@@ -256,57 +299,39 @@ class Handlers:
         self.trust_anchors = trust_anchors  # roots that verification trusts (PEM); None: none
         self.preview_dir = Path(tempfile.mkdtemp(prefix="archive-style-previews-"))
 
-        @spaces.GPU(duration=GPU_SECONDS)
-        def run_on_device(content, style, strength, preserve_color, max_long_side, texture_side, seed, progress):
-            return stylizer.stylize(content, style, strength, preserve_color=preserve_color,
-                                    max_long_side=max_long_side, texture_side=texture_side, seed=seed,
-                                    progress=progress)
+        @spaces.GPU(duration=gpu_seconds)
+        def run_on_device(content: Image.Image, style: Style, settings: StylizeSettings, progress):
+            # Best quality shows its steps on the way, every step on a CPU.
+            yield from stylizer.run(content, style, settings, progress,
+                                    every=PREVIEW_EVERY.get(stylizer.device.type, REFINE_PREVIEW_EVERY))
 
         @spaces.GPU(duration=60)
         def render_presets():
             return render_preset_thumbnails(stylizer, archive.preset_thumbnail_dir)
 
-        @spaces.GPU(duration=refine_gpu_seconds)
-        def run_best_on_device(content, style, strength, preserve_color, max_long_side, texture_side, steps, progress):
-            yield from stylizer.stylize_iter(content, style, strength, preserve_color=preserve_color,
-                                             max_long_side=max_long_side, texture_side=texture_side, steps=steps,
-                                             progress=progress,
-                                             every=PREVIEW_EVERY.get(stylizer.device.type, REFINE_PREVIEW_EVERY))
-
         self.run_on_device = run_on_device
-        self.run_best_on_device = run_best_on_device
         self.render_presets = render_presets
 
     # Stylize tab
-    @refusals_as_errors
-    def stylize(self, content, style_source, preset, style_image_1=None, style_weight_1=1.0, style_image_2=None,
-                style_weight_2=1.0, style_image_3=None, style_weight_3=1.0, strength=0.8, preserve_color=False,
-                max_long_side=0, contrast=1.0, crop_left=0, crop_top=0, crop_right=0, crop_bottom=0, seed=0,
-                title="", source_id="", rights="", notes="", tags="", approved=False,
-                texture_side=DEFAULT_TEXTURE_SIDE, quality="fast", progress=gr.Progress()):  # noqa: B008
+    def stylize(self, content, job: Job, catalogue: Catalogue, progress: gr.Progress):
         """Yields (previews, result file, entry, status): best quality's results on the way first, each
         replacing the last, then the archived one. Cancelling the event stops the work; nothing is archived."""
         path = _file_path(content)
         if path is None:
             raise ValueError("upload a scan or photo to stylise first")
-        style = _style_choice(style_source, preset, [style_image_1, style_weight_1, style_image_2, style_weight_2,
-                                                     style_image_3, style_weight_3])
-        settings = _settings(strength, preserve_color, max_long_side, contrast, crop_left, crop_top, crop_right,
-                             crop_bottom, seed, texture_side, quality)
-        catalogue = Catalogue(title, source_id, rights, notes, parse_tags(tags), bool(approved))
         progress(0.0, desc="stylising")
-        results = stylize_progressively(self.stylizer, self.archive, Path(path).read_bytes(), _file_name(content),
-                                        style, settings, catalogue, run=self.run_on_device,
-                                        run_best=self.run_best_on_device, progress=GradioProgress(progress))
+        results = stylize_progressively(self.stylizer, Path(path).read_bytes(), _file_name(content), job,
+                                        ToArchive(self.archive, catalogue), run=self.run_on_device,
+                                        progress=GradioProgress(progress))
         with contextlib.closing(results):
             for number, result in enumerate(results):
-                if not isinstance(result, Job):
+                if not isinstance(result, Result):
                     shown = "the network's result" if number == 0 else f"refined result {number}"
-                    status = (f"Best quality: showing {shown}, refining for up to {settings.steps} steps. The result "
-                              "is archived when refining ends; Stop keeps nothing.")
+                    status = (f"Best quality: showing {shown}, refining for up to {job.settings.step_count} steps. "
+                              "The result is archived when refining ends; Stop keeps nothing.")
                     yield (self.preview_files(result.comparison(PREVIEW_SIDE), f"draft-{uuid.uuid4().hex}"), None,
                            None, status)
-        entry = result.entry
+        entry = result.kept
         status = (f"Archived as entry `{entry.id}` ({entry.width}×{entry.height}) · "
                   f"[permalink](?entry={entry.id}) · the download carries the provenance and signed Content "
                   "Credentials")
@@ -344,23 +369,13 @@ class Handlers:
         return f"**{preset.label}**  \n{details}"
 
     # Batch tab
-    @refusals_as_errors
-    def batch(self, files, style_source, preset, style_image_1=None, style_weight_1=1.0, style_image_2=None,
-              style_weight_2=1.0, style_image_3=None, style_weight_3=1.0, strength=0.8, preserve_color=False,
-              max_long_side=0, contrast=1.0, crop_left=0, crop_top=0, crop_right=0, crop_bottom=0, seed=0,
-              rights="", notes="", tags="", approved=False, texture_side=DEFAULT_TEXTURE_SIDE, quality="fast",
-              progress=gr.Progress()):  # noqa: B008
+    def batch(self, files, job: Job, catalogue: Catalogue, progress: gr.Progress):
         uploads = [(_file_name(file), _file_path(file)) for file in (files or [])]
         if not uploads:
             raise ValueError("upload images or a ZIP of images first")
-        style = _style_choice(style_source, preset, [style_image_1, style_weight_1, style_image_2, style_weight_2,
-                                                     style_image_3, style_weight_3])
-        settings = _settings(strength, preserve_color, max_long_side, contrast, crop_left, crop_top, crop_right,
-                             crop_bottom, seed, texture_side, quality)
-        catalogue = Catalogue(rights=rights, notes=notes, tags=parse_tags(tags), approved=bool(approved))
         items, refused = collect_batch(uploads)
-        report = stylize_batch(self.stylizer, self.archive, items, style, settings, catalogue, run=self.run_on_device,
-                               run_best=self.run_best_on_device, progress=GradioProgress(progress))
+        report = stylize_batch(self.stylizer, self.archive, items, job, catalogue, run=self.run_on_device,
+                               progress=GradioProgress(progress))
         refused += report.refused
         lines = [f"**{len(report.entries)} archived, {len(refused)} refused.**"]
         lines += [f"- {_markdown_text(refusal.name)}: {_markdown_text(refusal.reason)}" for refusal in refused]
@@ -654,11 +669,13 @@ def build_demo(stylizer: Stylizer, archive: Archive, *, model_notice: str = "",
         preset.change(handlers.preset_attribution, preset, attribution, **private)
         # Uploads reach the handlers unprocessed so that a bad file gets the library's own message.
         # Texture scale and quality come last, after the catalogue fields, so the earlier inputs keep their positions.
-        stylizing = run.click(handlers.stylize, [content, *settings_inputs, *catalogue, texture_side, quality],
+        stylizing = run.click(event_function(handlers.stylize, "content", CATALOGUE_INPUTS),
+                              [content, *settings_inputs, *catalogue, texture_side, quality],
                               [comparison, result_file, result_entry, status], api_name="stylize", preprocess=False)
         stylizing.success(handlers.search_gallery, search_inputs, gallery_outputs, **private)
         stop.click(None, None, None, cancels=[stylizing])
-        batch_run.click(handlers.batch, [batch_files, *settings_inputs, *batch_catalogue, texture_side, quality],
+        batch_run.click(event_function(handlers.batch, "files", CATALOGUE_INPUTS[2:]),
+                        [batch_files, *settings_inputs, *batch_catalogue, texture_side, quality],
                         [batch_summary, batch_report, batch_gallery], api_name="batch", preprocess=False
                         ).success(handlers.search_gallery, search_inputs, gallery_outputs, **private)
         for trigger in (search_button.click, search_text.submit, search_tag.submit, search_style.submit,

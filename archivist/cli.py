@@ -30,45 +30,26 @@ import json
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
 from tqdm import tqdm
 
-from stylegan.images import open_image
-from stylegan.inference import (
-    DEFAULT_TEXTURE_SIDE,
-    MIN_TEXTURE_SIDE,
-    QUALITIES,
-    STYLIZE_MODES,
-    ProgressCallback,
-    Style,
-    Stylizer,
-    refine_working_size,
-)
-from stylegan.optimize import OPTIMIZE_STEPS, OPTIMIZE_STYLE_LAYERS, REFINE_STEPS, REFINE_STYLE_LAYERS
+from stylegan.images import IMAGE_SUFFIXES
+from stylegan.inference import DEFAULT_TEXTURE_SIDE, QUALITIES, STYLIZE_MODES, Stylizer, StylizeSettings
+from stylegan.optimize import OPTIMIZE_STEPS, REFINE_STEPS
 
 from .credentials import (
     CredentialsError,
     CredentialsReport,
-    Ingredient,
-    Signing,
     SigningIdentity,
     checked_trust_anchors,
     identity_from_environment,
     local_identity,
-    preset_ingredient,
     read_credentials,
 )
-from .provenance import new_record, save_with_provenance, sha256_bytes, sidecar_path
+from .pipeline import FORMAT_SUFFIXES, Job, StyleChoice, StyleImage, ToFolder, stylize
+from .provenance import sidecar_path
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp", ".gif"})
-FORMAT_SUFFIXES = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tiff": ".tif"}
-SAVE_OPTIONS: dict[str, dict[str, object]] = {"jpg": {"quality": 95}, "webp": {"quality": 95}}
-# Image modes each output format can hold as they are; anything else fails with a hint rather
-# than losing alpha or bit depth without a word.
-FORMAT_MODES = {"jpg": {"L", "RGB"}, "webp": {"L", "RGB", "LA", "RGBA"}}
 GLOB_CHARACTERS = frozenset("*?[")
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
 
@@ -206,51 +187,23 @@ def collect_inputs(specs: list[str], exclude: Path) -> tuple[list[Path], list[tu
     return list(found.values()), failures
 
 
-def resolve_style(stylizer: Stylizer, specs: list[str], weights: list[float] | None, mode: str,
-                  quality: str = "fast") -> tuple[Style, list[dict[str, object]], list[Ingredient]]:
-    """--style/--weight -> (a style for `Stylizer.stylize`, its description for `provenance.new_record`,
-    its ingredients for the Content Credentials)."""
+def style_choice(stylizer: Stylizer, specs: list[str], weights: list[float] | None) -> StyleChoice:
+    """--style/--weight -> the styles to blend: image files and presets of the model."""
     if weights is None:
         weights = [1.0] * len(specs)
     if len(weights) != len(specs):
         raise UsageError(f"{len(specs)} --style but {len(weights)} --weight; give one weight per style or none")
-    if any(weight < 0 for weight in weights) or sum(weights) <= 0:
-        raise UsageError(f"style weights must be ≥ 0 with a positive sum, got {weights}")
-    sources: list[tuple[str | Image.Image, float]] = []
-    described: list[dict[str, object]] = []
-    ingredients: list[Ingredient] = []
+    sources: list[tuple[str | StyleImage, float]] = []
     for spec, weight in zip(specs, weights):
         path = Path(spec)
         if path.is_file():
-            data = path.read_bytes()
-            try:
-                image = open_image(data, name=spec)
-            except ValueError as error:
-                raise UsageError(f"style image {error}") from error
-            sources.append((image, weight))
-            described.append({"image": path.name, "sha256": sha256_bytes(data), "weight": weight})
-            ingredients.append(Ingredient(path.name, data, weight=weight))
+            sources.append((StyleImage(path.read_bytes(), path.name), weight))
         elif spec in stylizer.presets:
-            if mode == "optimize" or quality == "best":
-                try:  # both match the style's Grams: the preset's must be stored with the model
-                    layers = OPTIMIZE_STYLE_LAYERS if mode == "optimize" else REFINE_STYLE_LAYERS
-                    stylizer.preset_grams(spec, layers, "--mode optimize" if mode == "optimize" else "--quality best")
-                except ValueError as error:
-                    raise UsageError(str(error)) from error
-            preset = stylizer.presets[spec]
             sources.append((spec, weight))
-            described.append({"preset": spec, "title": preset.label, "license": preset.license, "weight": weight})
-            ingredients.append(preset_ingredient(spec, preset, weight))
         else:
             raise UsageError(f"--style {spec!r} is neither an image file nor a preset of this model "
                              "(`python -m archivist presets` lists them)")
-    style = sources[0][0] if len(sources) == 1 else sources
-    return style, described, ingredients
-
-
-def output_name(source: Path, number: int, suffix: str) -> str:
-    """`page.stylized.png`, then `page.stylized-1.png`, `page.stylized-2.png`, ..."""
-    return f"{source.stem}.stylized{suffix}" if number == 0 else f"{source.stem}.stylized-{number}{suffix}"
+    return StyleChoice(tuple(sources))
 
 
 def _reason(error: BaseException, path: Path) -> str:
@@ -273,84 +226,26 @@ def load_stylizer(args: argparse.Namespace) -> Stylizer:
             raise UsageError(f"cannot load model {args.model or 'bundled'}: {error}") from error
 
 
-@dataclass(frozen=True)
-class Job:
-    """Everything that is the same for every input of one `stylize` command."""
-    style: Style
-    style_description: list[dict[str, object]]
-    strength: float
-    preserve_color: bool
-    max_long_side: int | None
-    texture_side: int | None
-    mode: str
-    quality: str
-    steps: int
-    seed: int | None
-    out_dir: Path
-    format: str
-    identity: SigningIdentity
-    style_ingredients: tuple[Ingredient, ...]
-
-    def settings(self, content_size: tuple[int, int]) -> dict[str, object]:
-        """What the provenance record keeps besides model, style, strength and seed; best quality adds the
-        (width, height) it optimised an image of `content_size` at."""
-        settings: dict[str, object] = {"mode": self.mode, "quality": self.quality,
-                                       "preserve_color": self.preserve_color,
-                                       "max_long_side": self.max_long_side, "format": self.format,
-                                       "texture_side": self.texture_side,
-                                       "styles": [item.get("preset", item.get("image")) for item in
-                                                  self.style_description]}
-        if self.mode == "optimize" or self.quality == "best":
-            settings["steps"] = self.steps
-        if self.quality == "best":
-            settings["working_size"] = list(refine_working_size(content_size, self.max_long_side, self.texture_side))
-        return settings
+def settings_from_arguments(args: argparse.Namespace) -> StylizeSettings:
+    try:
+        return StylizeSettings(args.strength, args.preserve_color, args.max_long_side, args.texture_side or None,
+                               args.mode, args.quality, args.steps, args.seed)
+    except ValueError as error:
+        raise UsageError(str(error)) from error
 
 
-def stylize_one(stylizer: Stylizer, path: Path, job: Job, progress: ProgressCallback | None = None) -> Path:
-    """Stylise one file and write it under a new name in `job.out_dir`; returns the path written."""
-    data = path.read_bytes()
-    content = open_image(data, name=str(path))
-    stylized = stylizer.stylize(content, job.style, job.strength, preserve_color=job.preserve_color, seed=job.seed,
-                                max_long_side=job.max_long_side, texture_side=job.texture_side, progress=progress,
-                                mode=job.mode, quality=job.quality, steps=job.steps)
-    allowed = FORMAT_MODES.get(job.format)
-    if allowed is not None and stylized.mode not in allowed:
-        lost = "alpha" if "A" in stylized.mode else "bit depth"
-        raise ValueError(f"a {stylized.mode} result cannot be saved as {job.format} without losing {lost}; "
-                         "use --format png or tiff")
-    record = new_record(source_sha256=sha256_bytes(data), source_name=path.name, model_info=stylizer.model_info,
-                        style=job.style_description, style_strength=job.strength, settings=job.settings(content.size),
-                        seed=job.seed)
-    suffix = FORMAT_SUFFIXES[job.format]
-    number = 0
-    while True:
-        candidate = job.out_dir / output_name(path, number, suffix)
-        number += 1
-        if candidate.exists():
-            continue
-        try:
-            return save_with_provenance(stylized, candidate, record, overwrite=False,
-                                        signing=Signing(job.identity, data, job.style_ingredients),
-                                        **SAVE_OPTIONS.get(job.format, {}))
-        except FileExistsError:
-            continue  # taken meanwhile (another rank), or its sidecar exists: try the next name
+def job_from_arguments(args: argparse.Namespace, stylizer: Stylizer, settings: StylizeSettings) -> Job:
+    """The options as one job, its styles checked: readable, and presets usable with these settings."""
+    try:
+        job = Job(style_choice(stylizer, args.style, args.weight), settings)
+        job.style.resolve(stylizer, settings)
+    except ValueError as error:
+        raise UsageError(str(error)) from error
+    return job
 
 
 def run_stylize(args: argparse.Namespace) -> int:
-    if not 0.0 <= args.strength <= 1.0:
-        raise UsageError(f"--strength must be in [0, 1], got {args.strength}")
-    if args.max_long_side is not None and args.max_long_side < 8:
-        raise UsageError(f"--max-long-side must be at least 8, got {args.max_long_side}")
-    if args.texture_side and args.texture_side < MIN_TEXTURE_SIDE:
-        raise UsageError(f"--texture-side must be 0 or at least {MIN_TEXTURE_SIDE}, got {args.texture_side}")
-    if args.mode == "optimize" and args.quality == "best":
-        raise UsageError("--quality best refines the network's result; --mode optimize has none to refine")
-    if args.steps is not None and args.mode != "optimize" and args.quality != "best":
-        raise UsageError("--steps only applies to --quality best and --mode optimize")
-    steps = args.steps if args.steps is not None else OPTIMIZE_STEPS if args.mode == "optimize" else REFINE_STEPS
-    if steps < 1:
-        raise UsageError(f"--steps must be ≥ 1, got {steps}")
+    settings = settings_from_arguments(args)
     out_dir: Path = args.out
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"--out {out_dir} is an existing file; it must be a folder (inputs are never overwritten)")
@@ -361,15 +256,12 @@ def run_stylize(args: argparse.Namespace) -> int:
         failures = []  # inputs that could not be found are reported once, by rank 0
     inputs = inputs[rank::world]
     stylizer = load_stylizer(args)
-    style, style_description, style_ingredients = resolve_style(stylizer, args.style, args.weight, args.mode,
-                                                                args.quality)
+    job = job_from_arguments(args, stylizer, settings)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UsageError(f"cannot create --out {out_dir}: {error}") from error
-    job = Job(style, style_description, args.strength, args.preserve_color, args.max_long_side,
-              args.texture_side or None, args.mode, args.quality, steps, args.seed, out_dir, args.format, identity,
-              tuple(style_ingredients))
+    destination = ToFolder(out_dir, args.format, identity)
 
     written = 0
     label = f"rank {rank}/{world}" if world > 1 else "stylize"
@@ -381,12 +273,12 @@ def run_stylize(args: argparse.Namespace) -> int:
                 bar.set_postfix_str(f"{name}: {message}")
 
             try:
-                output = stylize_one(stylizer, path, job, progress=show)
+                result = stylize(stylizer, path.read_bytes(), str(path), job, destination, progress=show)
             except Exception as error:  # noqa: BLE001 - one bad file must not stop the batch; listed at the end
                 failures.append((str(path), _reason(error, path)))
                 continue
             written += 1
-            tqdm.write(str(output), file=sys.stdout)
+            tqdm.write(str(result.kept), file=sys.stdout)
 
     where = f" (rank {rank} of {world})" if world > 1 else ""
     print(f"{written} of {len(inputs)} image(s) written to {out_dir}{where}", file=sys.stderr)

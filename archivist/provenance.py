@@ -169,25 +169,15 @@ class ProvenanceRecord:
         return cls(**data)
 
 
-def describe_style(style: str | Sequence[tuple[str, float]] | Sequence[Mapping[str, Any]]) -> str:
-    """A style as a record keeps it. Takes the string form itself, a list of (style string,
-    weight), or a list of {"preset": name | "sha256": hex, "weight": w} (other keys ignored).
-    One style with any weight is that style; several are a "blend:" list."""
+def describe_style(style: str | Sequence[tuple[str, float]]) -> str:
+    """A style as a record keeps it: the string form itself, or a list of (style string, weight) as
+    `pipeline.StyleChoice.resolve` describes one. One style with any weight is that style; several
+    are a "blend:" list."""
     if isinstance(style, str):
         _check_style(style)
         return style
     parts = []
-    for item in style:
-        if isinstance(item, Mapping):
-            if "preset" in item:
-                label = f"preset:{item['preset']}"
-            elif "sha256" in item:
-                label = f"sha256:{item['sha256']}"
-            else:
-                raise ValueError(f"a style description needs a 'preset' or 'sha256' key, got {dict(item)}")
-            weight = item.get("weight", 1.0)
-        else:
-            label, weight = item
+    for label, weight in style:
         _check_style(label, in_blend=True)
         parts.append([label, float(weight)])
     if not parts:
@@ -202,7 +192,7 @@ def utc_now() -> str:
 
 
 def new_record(*, source_sha256: str, source_name: str, model_info: ModelInfo,
-               style: str | Sequence[tuple[str, float]] | Sequence[Mapping[str, Any]], style_strength: float,
+               style: str | Sequence[tuple[str, float]], style_strength: float,
                settings: Mapping[str, Any], seed: int | None) -> ProvenanceRecord:
     """A record for a result made now by this library version with `model_info`'s weights."""
     return ProvenanceRecord(source_sha256=source_sha256, source_name=source_name, model_repo=model_info.repo,

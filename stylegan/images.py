@@ -37,6 +37,7 @@ MAX_PIXELS = 80_000_000
 MAX_SIDE = 30_000
 MAX_FILE_BYTES = 1 << 30
 FORMATS = ("JPEG", "PNG", "TIFF", "WEBP", "BMP", "GIF")  # JPEG includes multi-picture (MPO)
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp", ".gif"})  # files of FORMATS
 SUPPORTED_MODES = frozenset({"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr",
                              "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
 SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})

@@ -17,10 +17,11 @@ ramps; every tile is normalised with statistics measured once on the whole image
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from torch import Tensor
 from .features import VGG19Features
 from .generator import MIN_SIDE, Generator, NormStats, style_statistics
 from .images import (
+    MAX_SIDE,
     limit_chroma,
     mean_chroma,
     pad_to_multiple,
@@ -65,6 +67,7 @@ from .presets import (
     load_presets,
     preset_gram_files,
 )
+from .progress import ProgressCallback
 
 DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
 BUNDLED_REPO = "bundled"
@@ -75,7 +78,6 @@ MODEL_FILES = ["config.json", WEIGHTS_FILE, PRESET_CODES_FILE, PRESET_PALETTES_F
 # A style: a preset name, a style image, or a list of (preset name or image, weight).
 StyleSource = str | Image.Image
 Style = StyleSource | Sequence[tuple[StyleSource, float]]
-ProgressCallback = Callable[[float, str], None]
 STYLIZE_MODES = ("feedforward", "optimize")
 # fast: the network alone; best: the network's result refined by optimisation (stylegan.optimize.refine).
 QUALITIES = ("fast", "best")
@@ -85,6 +87,7 @@ BACKENDS = ("torch", "onnx")  # onnx: onnxruntime on the CPU, see stylegan/onnx_
 # so a 600-dpi and a 300-dpi scan of one print look alike. None paints at the image's own resolution.
 DEFAULT_TEXTURE_SIDE = 640
 MIN_TEXTURE_SIDE = 64
+MIN_LONG_SIDE = 16  # smallest `max_long_side`
 PALETTE_BAND_ROWS = 256  # rows per band when a palette table is applied to a large image
 # Best quality refines at the texture side; with texture_side=None at most at this side² (VGG19's
 # backward pass at full resolution would take minutes per step on a CPU and gigabytes on a GPU).
@@ -108,6 +111,59 @@ class ModelInfo:
     revision: str  # Hub commit hash, or the bundled model's weights hash prefix
     weights_sha256: str
     path: str
+
+
+@dataclass(frozen=True)
+class StylizeSettings:
+    """How to stylise, validated here once: what `Stylizer.stylize`'s keywords describe.
+
+    `strength` ∈ [0, 1] blends the style's statistics with a learned identity (0 returns the content
+    itself); `max_long_side` optionally downsizes the result; `texture_side`: the style is painted at
+    about that² pixels and the full-resolution detail restored (None: at the image's own resolution,
+    texture in pixels); `mode="optimize"`: per-image optimisation from the content instead of the
+    network; `quality="best"`: the network's result refined by optimisation; `steps`: the loss
+    evaluations of either (None: REFINE_STEPS or OPTIMIZE_STEPS); `seed`: the optimisation's initial
+    noise (the network is deterministic; callers record it)."""
+    strength: float = 0.8
+    preserve_color: bool = False
+    max_long_side: int | None = None
+    texture_side: int | None = DEFAULT_TEXTURE_SIDE
+    mode: str = "feedforward"
+    quality: str = "fast"
+    steps: int | None = None
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.strength, bool) or not isinstance(self.strength, (int, float)) \
+                or not (math.isfinite(self.strength) and 0.0 <= self.strength <= 1.0):
+            raise ValueError(f"strength must be in [0, 1], got {self.strength!r}")
+        object.__setattr__(self, "strength", float(self.strength))
+        if self.mode not in STYLIZE_MODES:
+            raise ValueError(f"mode must be one of {STYLIZE_MODES}, got {self.mode!r}")
+        if self.quality not in QUALITIES:
+            raise ValueError(f"quality must be one of {QUALITIES}, got {self.quality!r}")
+        if self.quality == "best" and self.mode != "feedforward":
+            raise ValueError("quality='best' refines the network's result; mode='optimize' has none to refine")
+        for name, value, low in (("max_long_side", self.max_long_side, MIN_LONG_SIDE),
+                                 ("texture_side", self.texture_side, MIN_TEXTURE_SIDE)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or not low <= value <= MAX_SIDE):
+                raise ValueError(f"{name} must be between {low} and {MAX_SIDE} px (or None), got {value!r}")
+        if self.steps is not None:
+            if self.mode != "optimize" and self.quality != "best":
+                raise ValueError("steps only apply to quality='best' and mode='optimize'")
+            if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+                raise ValueError(f"steps must be ≥ 1 (a whole number), got {self.steps!r}")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)
+                                      or not 0 <= self.seed < 2**63):
+            raise ValueError(f"the seed must be a whole number from 0 to 2^63-1, got {self.seed!r}")
+
+    @property
+    def step_count(self) -> int:
+        """The loss evaluations that best quality or optimisation runs."""
+        if self.steps is not None:
+            return self.steps
+        return OPTIMIZE_STEPS if self.mode == "optimize" else REFINE_STEPS
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -294,19 +350,13 @@ class Stylizer:
         return mix_grams(grams)
 
     # -- stylising ---------------------------------------------------------------------------
-    @torch.inference_mode()
     def stylize(self, content: Image.Image, style: Style, strength: float = 0.8, *, preserve_color: bool = False,
                 seed: int | None = None, max_long_side: int | None = None,
                 progress: ProgressCallback | None = None, mode: str = "feedforward",
                 steps: int | None = None, texture_side: int | None = DEFAULT_TEXTURE_SIDE,
                 quality: str = "fast") -> Image.Image:
-        """Stylise `content` (any mode) -> a PIL image of the same size and mode.
-
-        `strength` ∈ [0, 1] blends style statistics (0 returns the content itself). `max_long_side`
-        optionally downsizes the result. `texture_side`: paint the style at about that² pixels and
-        restore the full-resolution detail (None: at the image's own resolution, texture in pixels).
-        The network is deterministic; `seed` is accepted so callers can record it, and is used by
-        the optimisation mode.
+        """Stylise `content` (any mode) -> a PIL image of the same size and mode. The keywords are
+        `StylizeSettings`' (see there).
 
         `quality="best"` refines the network's result by optimisation (`stylize_iter`, `steps` loss
         evaluations, default REFINE_STEPS: seconds on a GPU, about a minute on a CPU).
@@ -315,74 +365,73 @@ class Stylizer:
         evaluations, default OPTIMIZE_STEPS, minutes on a CPU) from the content instead of the network.
         Both match the style's Gram matrices: presets need theirs stored with the model (`preset_grams`).
         """
-        self._check(strength, mode, texture_side, quality)
-        if quality == "best":
-            for result in self.stylize_iter(content, style, strength, preserve_color=preserve_color,
-                                            max_long_side=max_long_side, progress=progress, steps=steps,
-                                            texture_side=texture_side):
-                pass
-            return result
-        pixels = to_tensor(content)
-        if max_long_side is not None and max(pixels.shape[-2:]) > max_long_side:
-            pixels = resize_long_side(pixels, max_long_side)
-        if float(strength) == 0:
-            # Strength 0 is the content, by definition. The network at its identity code only comes near it
-            # (the bundled model: a mean 4/255 off, up to 52/255), so it is not run.
-            return _finished(pixels.clone(), pixels, content, False, max_long_side)
-        if mode == "optimize":
-            targets = self._style_grams(style, "mode='optimize'", OPTIMIZE_STYLE_LONG_SIDE, OPTIMIZE_STYLE_LAYERS)
-            result = optimize_stylize(pixels, targets, self.vgg,
-                                      strength=float(strength), steps=OPTIMIZE_STEPS if steps is None else steps,
-                                      seed=seed, progress=progress)
-        else:
-            entry = self._blended(style)
-            code = self.generator.blend(entry.code[None], float(strength)).to(self.dtype)
-            result = self.stylize_tensor(pixels, code, progress=progress, texture_side=texture_side,
-                                         palette=entry.palette, palette_strength=float(strength))
-            if entry.chroma is not None:
-                # No more colourful than the style (at strength 1): a guarantee on top of the palette
-                # transfer, which matches the style's colours closely but not exactly.
-                limit_chroma(result, entry.chroma, float(strength))
-        return _finished(result, pixels, content, preserve_color, max_long_side)
+        settings = StylizeSettings(strength, preserve_color, max_long_side, texture_side, mode, quality, steps, seed)
+        for result in self.run(content, style, settings, progress):
+            pass
+        return result
 
-    @staticmethod
-    def _check(strength: float, mode: str, texture_side: int | None, quality: str) -> None:
-        if not 0.0 <= float(strength) <= 1.0:
-            raise ValueError(f"strength must be in [0, 1], got {strength}")
-        if mode not in STYLIZE_MODES:
-            raise ValueError(f"mode must be one of {STYLIZE_MODES}, got {mode!r}")
-        if texture_side is not None and not MIN_TEXTURE_SIDE <= texture_side:
-            raise ValueError(f"texture_side must be at least {MIN_TEXTURE_SIDE} px (or None), got {texture_side}")
-        if quality not in QUALITIES:
-            raise ValueError(f"quality must be one of {QUALITIES}, got {quality!r}")
-        if quality == "best" and mode != "feedforward":
-            raise ValueError("quality='best' refines the network's result; mode='optimize' has none to refine")
-
-    @torch.inference_mode()
     def stylize_iter(self, content: Image.Image, style: Style, strength: float = 0.8, *, preserve_color: bool = False,
                      max_long_side: int | None = None, progress: ProgressCallback | None = None,
                      steps: int | None = None, texture_side: int | None = DEFAULT_TEXTURE_SIDE,
                      every: int = REFINE_PREVIEW_EVERY) -> Iterator[Image.Image]:
         """Best quality as it improves: yields the network's result, then the refined result every
         `every` loss evaluations, each finished like `stylize`'s; the last is `stylize(..., quality="best")`.
-        Closing the iterator early stops the work.
+        Closing the iterator early stops the work. See `_refined`."""
+        settings = StylizeSettings(strength, preserve_color, max_long_side, texture_side, quality="best", steps=steps)
+        return self.run(content, style, settings, progress, every=every)
 
-        The network's result at the texture side (at most REFINE_MAX_SIDE² px when `texture_side` is
-        None: see `refine_working_size`) is optimised against the content's VGG19 features and the
-        style images' Grams (`stylegan.optimize.refine`), `strength` weighting the style terms as it
-        weights the network's code and the palette (0: nothing to refine, the network's result is all);
-        then the full-resolution detail is restored, the chroma limited, as on the fast path."""
-        self._check(strength, "feedforward", texture_side, "best")
-        steps = REFINE_STEPS if steps is None else steps
-        if steps < 1:
-            raise ValueError(f"steps must be ≥ 1, got {steps}")
+    def run(self, content: Image.Image, style: Style, settings: StylizeSettings,
+            progress: ProgressCallback | None = None, *, every: int = REFINE_PREVIEW_EVERY) -> Iterator[Image.Image]:
+        """One stylisation as `settings` describe it, its results as they come: best quality's network result
+        and refined ones every `every` loss evaluations, otherwise the one result. The last is the result."""
+        if settings.quality == "best":
+            yield from self._refined(content, style, settings, progress, every)
+        else:
+            yield self._stylized(content, style, settings, progress)
+
+    @torch.inference_mode()
+    def _stylized(self, content: Image.Image, style: Style, settings: StylizeSettings,
+                  progress: ProgressCallback | None) -> Image.Image:
+        """The network's result (or optimisation's, with `mode="optimize"`)."""
+        strength, max_long_side = settings.strength, settings.max_long_side
         pixels = to_tensor(content)
         if max_long_side is not None and max(pixels.shape[-2:]) > max_long_side:
             pixels = resize_long_side(pixels, max_long_side)
-        if float(strength) == 0:  # the content (see `stylize`): nothing to run or refine
+        if strength == 0:
+            # Strength 0 is the content, by definition. The network at its identity code only comes near it
+            # (the bundled model: a mean 4/255 off, up to 52/255), so it is not run.
+            return _finished(pixels.clone(), pixels, content, False, max_long_side)
+        if settings.mode == "optimize":
+            targets = self._style_grams(style, "mode='optimize'", OPTIMIZE_STYLE_LONG_SIDE, OPTIMIZE_STYLE_LAYERS)
+            result = optimize_stylize(pixels, targets, self.vgg, strength=strength, steps=settings.step_count,
+                                      seed=settings.seed, progress=progress)
+        else:
+            entry = self._blended(style)
+            code = self.generator.blend(entry.code[None], strength).to(self.dtype)
+            result = self.stylize_tensor(pixels, code, progress=progress, texture_side=settings.texture_side,
+                                         palette=entry.palette, palette_strength=strength)
+            if entry.chroma is not None:
+                # No more colourful than the style (at strength 1): a guarantee on top of the palette
+                # transfer, which matches the style's colours closely but not exactly.
+                limit_chroma(result, entry.chroma, strength)
+        return _finished(result, pixels, content, settings.preserve_color, max_long_side)
+
+    @torch.inference_mode()
+    def _refined(self, content: Image.Image, style: Style, settings: StylizeSettings,
+                 progress: ProgressCallback | None, every: int) -> Iterator[Image.Image]:
+        """Best quality: the network's result at the texture side (at most REFINE_MAX_SIDE² px when
+        `texture_side` is None: see `refine_working_size`) is optimised against the content's VGG19
+        features and the style images' Grams (`stylegan.optimize.refine`), `strength` weighting the style
+        terms as it weights the network's code and the palette (0: nothing to refine, the network's result
+        is all); then the full-resolution detail is restored, the chroma limited, as on the fast path."""
+        strength, max_long_side, texture_side = settings.strength, settings.max_long_side, settings.texture_side
+        pixels = to_tensor(content)
+        if max_long_side is not None and max(pixels.shape[-2:]) > max_long_side:
+            pixels = resize_long_side(pixels, max_long_side)
+        if strength == 0:  # the content (see `_stylized`): nothing to run or refine
             yield _finished(pixels.clone(), pixels, content, False, max_long_side)
             return
-        entry, strength = self._blended(style), float(strength)
+        entry = self._blended(style)
         small = resize_to_area(pixels, texture_side or REFINE_MAX_SIDE)
         # The style read at the picture's scale: its texture comes out as large relative to the picture
         # as it is in the style image (at the evaluation's 512 px, what its Gram metric compares).
@@ -395,10 +444,10 @@ class Stylizer:
             result = upscale_with_detail(stylized, small, pixels) if small is not pixels else stylized.clone()
             if entry.chroma is not None:
                 limit_chroma(result, entry.chroma, strength)
-            return _finished(result, pixels, content, preserve_color, max_long_side)
+            return _finished(result, pixels, content, settings.preserve_color, max_long_side)
 
         yield finished(start)
-        for _, refined in refine(start, small, targets, self.vgg, strength=strength, steps=steps,
+        for _, refined in refine(start, small, targets, self.vgg, strength=strength, steps=settings.step_count,
                                  palette=entry.palette, every=every, progress=progress):
             yield finished(refined)
 

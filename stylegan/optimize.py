@@ -27,6 +27,7 @@ from .features import CONTENT_LAYER, STYLE_LAYERS, VGG19Features
 from .generator import VGG_CHANNELS
 from .losses import content_loss, gram_matrix, style_loss, total_variation_loss
 from .palette import FIT_PIXELS, PALETTE_QUANTILES, ROTATIONS
+from .progress import ProgressCallback
 
 OPTIMIZE_STYLE_LAYERS: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 # relu5_1 costs a third of each step and holds under 0.1 % of the Gram distance the evaluation measures.
@@ -53,8 +54,6 @@ LBFGS_HISTORY = 50
 # L-BFGS's first trial step is min(1, 1/‖g‖₁)·g, vanishingly small for 10⁵ pixels: its line search then spends
 # several evaluations growing it. Instead the first step moves the logits by this much (root mean square).
 FIRST_STEP_RMS = 0.1
-
-ProgressCallback = Callable[[float, str], None]
 
 
 def image_grams(image: Tensor, vgg: VGG19Features, layers: Sequence[str] = OPTIMIZE_STYLE_LAYERS) -> dict[str, Tensor]:

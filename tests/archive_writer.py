@@ -31,8 +31,8 @@ import numpy as np
 from PIL import Image
 
 from archivist.archive import Archive, Catalogue
-from archivist.jobs import Settings, StyleChoice, stylize_and_archive
-from stylegan.inference import ModelInfo
+from archivist.pipeline import Job, StyleChoice, ToArchive, stylize
+from stylegan.inference import ModelInfo, StylizeSettings
 
 MAX_SECONDS = 60  # a writer whose test has gone away stops by itself
 MODEL = ModelInfo("test/crash", "0" * 40, "ab" * 32, "")
@@ -40,9 +40,9 @@ STAND_IN_STYLIZER = SimpleNamespace(presets={"waves": None}, model_info=MODEL)
 CRASH_STATUS = 99
 
 
-def mirror(content, style, strength, preserve_color, max_long_side, texture_side, seed, progress):
+def mirror(content, style, settings, progress):
     """A stand-in for the network: the work under test is the archive's, not the model's."""
-    return content.convert("RGB").transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    yield content.convert("RGB").transpose(Image.Transpose.FLIP_LEFT_RIGHT)
 
 
 def original_bytes(rng: random.Random) -> bytes:
@@ -57,10 +57,10 @@ def add(archive: Archive, rng: random.Random, originals: list[bytes]) -> str:
     # One in four reuses an earlier original, so shared originals are created and deleted too.
     original = rng.choice(originals) if originals and rng.random() < 0.25 else original_bytes(rng)
     originals.append(original)
-    job = stylize_and_archive(STAND_IN_STYLIZER, archive, original, f"scan-{rng.randint(0, 999)}.img",
-                              StyleChoice(preset="waves"), Settings(strength=0.5, seed=rng.randint(0, 99)),
-                              Catalogue(title=f"entry {rng.random():.6f}", tags=("crash",)), run=mirror)
-    return job.entry.id
+    name = f"scan-{rng.randint(0, 999)}.img"
+    job = Job(StyleChoice.preset("waves"), StylizeSettings(strength=0.5, seed=rng.randint(0, 99)))
+    destination = ToArchive(archive, Catalogue(title=f"entry {rng.random():.6f}", tags=("crash",)))
+    return stylize(STAND_IN_STYLIZER, original, name, job, destination, run=mirror).kept.id
 
 
 def say(line: str) -> None:

@@ -23,7 +23,7 @@ from PIL import Image
 import app
 from archivist.archive import Archive
 from archivist.credentials import ENV_CERTS, ENV_KEY, KEY_FILE, SHA256_METADATA, WEIGHT_METADATA
-from archivist.jobs import ScaledProgress
+from archivist.pipeline import ScaledProgress
 from archivist.provenance import read_provenance, sha256_bytes
 from stylegan.inference import Stylizer
 from stylegan.optimize import REFINE_STEPS

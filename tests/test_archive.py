@@ -26,10 +26,10 @@ from archivist.archive import (
     validate_rights,
 )
 from archivist.batch import MAX_COMPRESSION_RATIO, BatchItem, collect_batch
-from archivist.jobs import Settings, StyleChoice, StyleImage, stylize_batch
+from archivist.pipeline import Job, StyleChoice, StyleImage, stylize_batch
 from archivist.postprocess import PostProcess
 from archivist.provenance import new_record, read_provenance, sha256_bytes
-from stylegan.inference import ModelInfo
+from stylegan.inference import ModelInfo, StylizeSettings
 
 MODEL = ModelInfo("org/model", "0123456789abcdef0123456789abcdef01234567", "ab" * 32, "")
 BASE_URL = "https://iiif.example.org/exports/one/"
@@ -372,13 +372,14 @@ def test_stylize_batch_archives_images_and_reports_the_rest(archive, tmp_path):
     stylizer = SimpleNamespace(presets={"waves": None}, model_info=MODEL)
     calls = []
 
-    def run(content, style, strength, preserve_color, max_long_side, texture_side, seed, progress):
-        calls.append((style, strength, seed))
+    def run(content, style, settings, progress):
+        calls.append((style, settings.strength, settings.seed))
         progress(1.0, "done")
-        return content.convert("RGB").transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        yield content.convert("RGB").transpose(Image.Transpose.FLIP_LEFT_RIGHT)
 
     updates = []
-    report = stylize_batch(stylizer, archive, items, StyleChoice(preset="waves"), Settings(strength=0.4, seed=3),
+    job = Job(StyleChoice.preset("waves"), StylizeSettings(strength=0.4, seed=3))
+    report = stylize_batch(stylizer, archive, items, job,
                            Catalogue(rights=FULL["rights"], tags=("batch",), approved=True), run=run,
                            progress=lambda fraction, message: updates.append(fraction))
     assert [entry.catalogue.title for entry in report.entries] == ["a", "b"]
@@ -392,21 +393,25 @@ def test_stylize_batch_archives_images_and_reports_the_rest(archive, tmp_path):
 
 def test_style_choice_describes_blends_for_provenance():
     stylizer = SimpleNamespace(presets={"waves": None})
-    style, description = StyleChoice(preset="waves").resolve(stylizer)
-    assert (style, description) == ("waves", [("preset:waves", 1.0)])
-    first, second = image_bytes(1), image_bytes(2)
-    style, description = StyleChoice(images=(StyleImage(first, "a.png", 2.0), StyleImage(second, "b.png", 1.0),
-                                             StyleImage(first, "c.png", 0.0))).resolve(stylizer)
-    assert [weight for _, weight in style] == [2.0, 1.0]
-    assert description == [(f"sha256:{sha256_bytes(first)}", 2.0), (f"sha256:{sha256_bytes(second)}", 1.0)]
+    settings = StylizeSettings()
+    style = StyleChoice.preset("waves").resolve(stylizer, settings)
+    assert (style.value, style.description, style.names) == ("waves", [("preset:waves", 1.0)], ["waves"])
+    first = image_bytes(1)
+    style = StyleChoice(((StyleImage(first, "a.png"), 2.0), ("waves", 1.0), (StyleImage(first, "c.png"), 0.0))
+                        ).resolve(stylizer, settings)
+    assert [weight for _, weight in style.value] == [2.0, 1.0] and style.value[1][0] == "waves"
+    assert style.description == [(f"sha256:{sha256_bytes(first)}", 2.0), ("preset:waves", 1.0)]
+    assert style.names == ["a.png", "waves"]
+    assert [(ingredient.title, ingredient.weight) for ingredient in style.ingredients] == [
+        ("a.png", 2.0), ("preset waves", 1.0)]
     with pytest.raises(ValueError, match="not a preset"):
-        StyleChoice(preset="nope").resolve(stylizer)
-    with pytest.raises(ValueError, match="either a preset or"):
-        StyleChoice()
+        StyleChoice.preset("nope").resolve(stylizer, settings)
+    with pytest.raises(ValueError, match="choose a preset or"):
+        StyleChoice(())
     with pytest.raises(ValueError, match="weights"):
-        StyleChoice(images=(StyleImage(first, "a.png", 0.0),))
+        StyleChoice(((StyleImage(first, "a.png"), 0.0),))
     with pytest.raises(ValueError, match="style image b.txt"):
-        StyleChoice(images=(StyleImage(b"text", "b.txt"),)).resolve(stylizer)
+        StyleChoice(((StyleImage(b"text", "b.txt"), 1.0),)).resolve(stylizer, settings)
 
 
 # -- post-processing ---------------------------------------------------------------------------

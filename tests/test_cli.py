@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from archivist.cli import UsageError, collect_inputs, default_credentials_dir, distributed_rank, output_name
+from archivist.cli import UsageError, collect_inputs, default_credentials_dir, distributed_rank
 from archivist.credentials import ENV_CERTS, ENV_KEY, SHA256_METADATA
+from archivist.pipeline import output_name
 from archivist.provenance import read_provenance
 
 REPO = Path(__file__).resolve().parents[1]
@@ -185,7 +186,9 @@ def test_usage_errors_exit_2(inputs: Path) -> None:
     assert optimize_preset.returncode == 2 and "needs them: upload the artwork as a style image" in optimize_preset.stderr
     assert run_cli("stylize", source, "--out", inputs / "o").returncode == 2  # argparse: --style is required
     tiny_texture = run_cli("stylize", source, "--style", PRESET, "--texture-side", "8", "--out", inputs / "o")
-    assert tiny_texture.returncode == 2 and "--texture-side must be 0 or at least" in tiny_texture.stderr
+    assert tiny_texture.returncode == 2 and "texture_side must be between 64" in tiny_texture.stderr
+    too_strong = run_cli("stylize", source, "--style", PRESET, "--strength", "1.5", "--out", inputs / "o")
+    assert too_strong.returncode == 2 and "strength must be in [0, 1], got 1.5" in too_strong.stderr
     no_key = run_cli("stylize", source, "--style", PRESET, "--out", inputs / "o",
                      env={ENV_CERTS: str(inputs / "missing-chain.pem")})
     assert no_key.returncode == 2 and f"{ENV_CERTS} and {ENV_KEY} go together" in no_key.stderr
@@ -227,7 +230,7 @@ def test_best_quality_from_the_command_line(inputs: Path) -> None:
                    "--out", inputs / "o")
     assert both.returncode == 2 and "none to refine" in both.stderr
     steps_alone = run_cli("stylize", source, "--style", inputs / "style.png", "--steps", "3", "--out", inputs / "o")
-    assert steps_alone.returncode == 2 and "--steps only applies" in steps_alone.stderr
+    assert steps_alone.returncode == 2 and "steps only apply to quality='best'" in steps_alone.stderr
 
 
 @pytest.mark.slow

@@ -2,7 +2,7 @@
 every file rename and unlink of `add` and `delete`, never leaves a half-written entry; the next
 open sweeps whatever the crash left behind, and the database passes SQLite's integrity check.
 
-The writer is `tests/archive_writer.py` (the real `Archive` and `stylize_and_archive`, with a
+The writer is `tests/archive_writer.py` (the real `Archive` and `archivist.pipeline.stylize`, with a
 stand-in for the network), forked afresh for every life from one zygote process.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Hostile inputs through every surface: the library (`stylize_and_archive`: `open_image`,
+"""Hostile inputs through every surface: the library (`archivist.pipeline.stylize`: `open_image`,
 `Stylizer.stylize` and `Archive.add`), the CLI (`python -m archivist stylize`) and the app's API
 (gradio_client against the app served in-process on loopback).
 
@@ -31,7 +31,7 @@ from PIL import Image
 
 from archivist.archive import Archive, ArchiveError, Catalogue
 from archivist.batch import UnreadableMember, collect_batch
-from archivist.jobs import Settings, StyleChoice, stylize_and_archive, stylize_batch
+from archivist.pipeline import Job, StyleChoice, ToArchive, stylize, stylize_batch
 from archivist.provenance import read_provenance, sha256_bytes
 from stylegan.images import MAX_FILE_BYTES
 from tests.appserver import PRESET, bundled_stylizer, one_torch_thread, raw_call, serve, tree
@@ -213,18 +213,17 @@ def test_library(workspace, archive, name):
     expected = FILES[name][1]
 
     def run():
-        return stylize_and_archive(bundled_stylizer(), archive, data, name, StyleChoice(preset=PRESET), Settings(),
-                                   Catalogue())
+        return stylize(bundled_stylizer(), data, name, Job(StyleChoice.preset(PRESET)), ToArchive(archive))
 
     if isinstance(expected, str):
         with pytest.raises(ValueError, match=refusal(name, expected)):
             run()
         return
-    job = run()
-    assert (job.result.size, job.result.mode) == (expected.size, expected.mode)
-    assert archive.path(job.entry.original_file).read_bytes() == data
-    assert result_mode_of(archive.path(job.entry.result_file)) == (expected.size, expected.mode)
-    assert read_provenance(archive.path(job.entry.result_file)).source_name == name
+    result = run()
+    assert (result.result.size, result.result.mode) == (expected.size, expected.mode)
+    assert archive.path(result.kept.original_file).read_bytes() == data
+    assert result_mode_of(archive.path(result.kept.result_file)) == (expected.size, expected.mode)
+    assert read_provenance(archive.path(result.kept.result_file)).source_name == name
 
 
 @pytest.mark.parametrize("name", FILES)
@@ -290,7 +289,7 @@ def check_batch(archived_names: list[str], refusals: dict[str, str]) -> None:
 def test_batch_library(workspace, archive):
     root, _ = workspace
     items, refused = collect_batch([(name, root / "zips" / name) for name in ZIPS])
-    report = stylize_batch(bundled_stylizer(), archive, items, StyleChoice(preset=PRESET), Settings(), Catalogue())
+    report = stylize_batch(bundled_stylizer(), archive, items, Job(StyleChoice.preset(PRESET)), Catalogue())
     check_batch([entry.record.source_name for entry in report.entries],
                 {refusal.name: refusal.reason for refusal in [*refused, *report.refused]})
 
@@ -330,11 +329,12 @@ def check_export(bundle_path: str | Path, entry_id: str) -> None:
 
 def test_hostile_catalogue_text_library(workspace, archive):
     root, _ = workspace
-    job = stylize_and_archive(bundled_stylizer(), archive, GOOD, "scan.png", StyleChoice(preset=PRESET), Settings(),
-                              Catalogue(**(HOSTILE_TEXT | {"tags": tuple(HOSTILE_TEXT["tags"].split(", "))})))
+    catalogue = Catalogue(**(HOSTILE_TEXT | {"tags": tuple(HOSTILE_TEXT["tags"].split(", "))}))
+    entry = stylize(bundled_stylizer(), GOOD, "scan.png", Job(StyleChoice.preset(PRESET)),
+                    ToArchive(archive, catalogue)).kept
     archive.export_zip(root / "archive" / "exports" / "library.zip", base_url="https://example.org/x/",
-                       entry_ids=[job.entry.id], include_unapproved=True)
-    check_export(root / "archive" / "exports" / "library.zip", job.entry.id)
+                       entry_ids=[entry.id], include_unapproved=True)
+    check_export(root / "archive" / "exports" / "library.zip", entry.id)
     for field, (value, message) in TOO_LONG.items():
         with pytest.raises(ArchiveError, match=message):
             Catalogue(**{field: tuple(value.split(",")) if field == "tags" else value})

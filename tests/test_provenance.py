@@ -264,13 +264,15 @@ def test_describe_style():
     image_hash = sha256_bytes(b"style image")
     assert describe_style("preset:wave") == "preset:wave"
     assert describe_style([("preset:wave", 1.0)]) == "preset:wave"
-    assert describe_style([{"sha256": image_hash, "image": "s.png", "weight": 1}]) == f"sha256:{image_hash}"
-    blend = describe_style([{"preset": "wave", "title": "The Great Wave", "weight": 2}, (f"sha256:{image_hash}", 1)])
+    assert describe_style([(f"sha256:{image_hash}", 0.5)]) == f"sha256:{image_hash}"
+    blend = describe_style([("preset:wave", 2), (f"sha256:{image_hash}", 1)])
     assert blend.startswith("blend:")
     assert json.loads(blend.removeprefix("blend:")) == [["preset:wave", 2.0], [f"sha256:{image_hash}", 1.0]]
     make_record(style=blend)  # a valid record style
     with pytest.raises(ValueError):
-        describe_style([{"title": "no id"}])
+        describe_style([("The Great Wave", 1.0)])
+    with pytest.raises(ValueError, match="no style"):
+        describe_style([])
 
 
 @pytest.mark.parametrize("changes", [

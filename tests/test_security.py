@@ -16,7 +16,7 @@ from PIL import Image
 
 import app
 from archivist.archive import Archive, Catalogue
-from archivist.jobs import Settings, StyleChoice, stylize_and_archive
+from archivist.pipeline import Job, StyleChoice, ToArchive, stylize
 from stylegan.inference import DEFAULT_MODEL_DIR, Stylizer
 from tests.appserver import PRESET, bundled_stylizer, one_torch_thread, raw_call, serve, stylize_inputs
 from tests.imagegen import encode, gradient, noise
@@ -116,8 +116,8 @@ def test_nothing_in_the_repository_unpickles_untrusted_data():
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory) -> Archive:
     archive = Archive(tmp_path_factory.mktemp("security") / "archive")
-    stylize_and_archive(bundled_stylizer(), archive, encode(gradient(), "PNG"), "minutes.png",
-                        StyleChoice(preset=PRESET), Settings(), Catalogue(title=TITLE))
+    stylize(bundled_stylizer(), encode(gradient(), "PNG"), "minutes.png", Job(StyleChoice.preset(PRESET)),
+            ToArchive(archive, Catalogue(title=TITLE)))
     return archive
 
 
