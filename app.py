@@ -26,10 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any
 
-# Read once when gradio / huggingface_hub are imported: the app never phones home.
-os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
-os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
-
 import gradio as gr
 import spaces
 from gradio.utils import get_upload_folder, is_in_or_equal
@@ -546,7 +542,8 @@ def build_demo(stylizer: Stylizer, archive: Archive, *, model_notice: str = "",
     handlers = Handlers(stylizer, archive, trust_anchors)
     archive_events = {"concurrency_limit": ARCHIVE_CONCURRENCY, "concurrency_id": "archive"}
     private = {"api_visibility": "private", **archive_events}
-    with gr.Blocks(title="archive-style GAN", delete_cache=(3600, 3600)) as demo:
+    # No analytics: Gradio then sends nothing and turns off huggingface_hub's telemetry too.
+    with gr.Blocks(title="archive-style GAN", delete_cache=(3600, 3600), analytics_enabled=False) as demo:
         gr.Markdown("# archive-style GAN\nStyle transfer for digitised archive images. Every result is archived "
                     "with its untouched original and a record of how it was made.")
         gr.Markdown(_model_line(stylizer, archive), elem_id="model-info")

@@ -35,6 +35,7 @@ from PIL import Image, PngImagePlugin
 
 from stylegan import __version__
 from stylegan.files import write_file
+from stylegan.images import PNG_SIGNATURE
 
 from .credentials import Ingredient, Signing, sign
 
@@ -45,7 +46,6 @@ TRAINED_ALGORITHMIC_MEDIA = "http://cv.iptc.org/newscodes/digitalsourcetype/trai
 XMP_NAMESPACE = "urn:archive-style-gan:ns:provenance:1.0#"
 XMP_PREFIX = "asg"
 PNG_TEXT_KEY = "provenance"
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "JPG": "JPEG", "WEBP": "WEBP", "TIFF": "TIFF", "TIF": "TIFF"}
 SUFFIX_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF"}
 MAX_PNG_TEXT = 16 * 1024 * 1024  # inflated size of a compressed provenance chunk we accept

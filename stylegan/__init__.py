@@ -1,11 +1,7 @@
 """archive-style GAN: arbitrary-style image stylisation for digitised archives (not NVIDIA's StyleGAN)."""
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
-
-# huggingface_hub reads its settings once, at import: never phone home from a library import.
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 __version__ = "0.1.0"
 __all__ = ["Stylizer", "Generator", "GeneratorConfig", "Discriminator", "DiscriminatorConfig", "__version__"]

@@ -23,6 +23,8 @@ _VGG19_LAYOUT: tuple[tuple[str, int, int] | str, ...] = (
     ("5_1", 512, 512), ("5_2", 512, 512), ("5_3", 512, 512), ("5_4", 512, 512),
 )
 LAYER_NAMES: tuple[str, ...] = tuple(f"relu{spec[0]}" for spec in _VGG19_LAYOUT if spec != "pool")
+VGG_CHANNELS: dict[str, int] = {f"relu{spec[0]}": spec[2] for spec in _VGG19_LAYOUT if spec != "pool"}
+MIN_FEATURE_SIDE = 16  # px: relu5_1 sits behind four 2× max-pools
 STYLE_LAYERS: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
 CONTENT_LAYER = "relu4_1"
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)

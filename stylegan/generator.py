@@ -22,9 +22,8 @@ import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 from torch import Tensor, nn
 
-from .features import STYLE_LAYERS
+from .features import STYLE_LAYERS, VGG_CHANNELS
 
-VGG_CHANNELS = {"relu1_1": 64, "relu2_1": 128, "relu3_1": 256, "relu4_1": 512, "relu5_1": 512}
 NORM_EPS = 1e-5
 MIN_SIDE = 8  # reflection padding at 1/4 resolution needs 2 px
 # One (mean, var) pair of shape (B, C, 1, 1) per normalisation layer, in forward order.

@@ -379,9 +379,10 @@ def mean_chroma(images: Tensor) -> float:
     return float((small - luminance(small)).square().sum(1).sqrt().mean())
 
 
-def limit_chroma(images: Tensor, max_chroma: float, strength: float = 1.0, *, band_rows: int = 256) -> Tensor:
-    """Scale the chroma of (1, 3, H, W) in place, `strength` of the way from its `mean_chroma` down to
-    `max_chroma`; the luminance is untouched and an image already that muted is returned as it is."""
+def limit_chroma_(images: Tensor, max_chroma: float, strength: float = 1.0, *, band_rows: int = 256) -> Tensor:
+    """Scale the chroma of (1, 3, H, W) in place (the trailing underscore, as PyTorch names in-place operations:
+    the caller's own result, which at 4096² would otherwise be copied whole), `strength` of the way from its
+    `mean_chroma` down to `max_chroma`; the luminance is untouched and an image already that muted is left as it is."""
     chroma = mean_chroma(images)
     if chroma <= max_chroma or strength <= 0:
         return images

@@ -34,7 +34,7 @@ from .features import VGG19Features
 from .generator import MIN_SIDE, Generator, NormStats, style_statistics
 from .images import (
     MAX_SIDE,
-    limit_chroma,
+    limit_chroma_,
     mean_chroma,
     pad_to_multiple,
     preserve_colors,
@@ -413,7 +413,7 @@ class Stylizer:
             if entry.chroma is not None:
                 # No more colourful than the style (at strength 1): a guarantee on top of the palette
                 # transfer, which matches the style's colours closely but not exactly.
-                limit_chroma(result, entry.chroma, strength)
+                limit_chroma_(result, entry.chroma, strength)
         return _finished(result, pixels, content, settings.preserve_color, max_long_side)
 
     @torch.inference_mode()
@@ -443,7 +443,7 @@ class Stylizer:
         def finished(stylized: Tensor) -> Image.Image:
             result = upscale_with_detail(stylized, small, pixels) if small is not pixels else stylized.clone()
             if entry.chroma is not None:
-                limit_chroma(result, entry.chroma, strength)
+                limit_chroma_(result, entry.chroma, strength)
             return _finished(result, pixels, content, settings.preserve_color, max_long_side)
 
         yield finished(start)

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .files import write_file
 from .generator import MIN_SIDE, Generator, NormStats
 
 try:
@@ -88,34 +89,31 @@ def export_generator(generator: Generator, path: Path, *, tiled: bool) -> Path:
         names = _input_names(tiled, len(statistics) // 2)
         spatial = {2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC}
         dynamic_shapes = (spatial, None, (None,) * len(statistics)) if tiled else (spatial, None)  # *statistics: one tuple
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.stem}.{os.getpid()}.{threading.get_ident()}.onnx")
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                torch.onnx.export(module, inputs, partial, dynamo=True, opset_version=OPSET, input_names=names,
-                                  output_names=["stylized"], dynamic_shapes=dynamic_shapes,
-                                  external_data=False, verbose=False)
-            expected = module(*inputs).numpy()
-            actual = _session(partial, 1).run(None, dict(zip(names, (t.numpy() for t in inputs))))[0]
-            error = float(np.abs(actual - expected).max())
-            if not error <= EXPORT_TOLERANCE:
-                raise RuntimeError(f"ONNX export of the generator differs from torch by {error:.2e} "
-                                   f"(> {EXPORT_TOLERANCE:g}); use backend='torch'")
-            os.replace(partial, path)  # atomic: concurrent exporters never see a half-written file
-        finally:
-            partial.unlink(missing_ok=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(module, inputs, dynamo=True, opset_version=OPSET, input_names=names,
+                                        output_names=["stylized"], dynamic_shapes=dynamic_shapes, verbose=False)
+        graph = program.model_proto.SerializeToString()
+        expected = module(*inputs).numpy()
+        actual = _session(graph, 1).run(None, dict(zip(names, (t.numpy() for t in inputs))))[0]
+        error = float(np.abs(actual - expected).max())
+        if not error <= EXPORT_TOLERANCE:
+            raise RuntimeError(f"ONNX export of the generator differs from torch by {error:.2e} "
+                               f"(> {EXPORT_TOLERANCE:g}); use backend='torch'")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_file(path, graph)  # concurrent exporters never see a half-written file
     return path
 
 
-def _session(path: Path, threads: int) -> onnxruntime.InferenceSession:
+def _session(graph: Path | bytes, threads: int) -> onnxruntime.InferenceSession:
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only
-    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return onnxruntime.InferenceSession(graph if isinstance(graph, bytes) else str(graph), options,
+                                        providers=["CPUExecutionProvider"])
 
 
 class OnnxGenerator:

@@ -23,8 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .features import CONTENT_LAYER, STYLE_LAYERS, VGG19Features
-from .generator import VGG_CHANNELS
+from .features import CONTENT_LAYER, MIN_FEATURE_SIDE, STYLE_LAYERS, VGG_CHANNELS, VGG19Features
 from .losses import content_loss, gram_matrix, style_loss, total_variation_loss
 from .palette import FIT_PIXELS, PALETTE_QUANTILES, ROTATIONS
 from .progress import ProgressCallback
@@ -55,7 +54,6 @@ REFINE_STEPS = 12  # loss evaluations of the default refinement
 REFINE_PREVIEW_EVERY = 5  # refine yields its image after this many loss evaluations
 INIT_NOISE_STD = 0.02  # seeded pixel noise added to the content before optimising
 PIXEL_EPS = 1e-3  # content pixels are clamped into [eps, 1 - eps] so their logits are finite
-MIN_SIDE = 16  # relu5_1 sits behind four 2× max-pools
 LBFGS_HISTORY = 50
 # L-BFGS's first trial step is min(1, 1/‖g‖₁)·g, vanishingly small for 10⁵ pixels: its line search then spends
 # several evaluations growing it. Instead the first step moves the logits by this much (root mean square).
@@ -63,9 +61,10 @@ FIRST_STEP_RMS = 0.1
 
 
 def image_grams(image: Tensor, vgg: VGG19Features, layers: Sequence[str] = OPTIMIZE_STYLE_LAYERS) -> dict[str, Tensor]:
-    """Normalised Grams, (C, C) per layer, of one (1, 3, H, W) image in [0, 1] (H, W ≥ MIN_SIDE)."""
-    if image.ndim != 4 or image.shape[:2] != (1, 3) or min(image.shape[-2:]) < MIN_SIDE:
-        raise ValueError(f"style images must be (1, 3, H, W) with H, W ≥ {MIN_SIDE}, got {tuple(image.shape)}")
+    """Normalised Grams, (C, C) per layer, of one (1, 3, H, W) image in [0, 1] (H, W ≥ MIN_FEATURE_SIDE)."""
+    if image.ndim != 4 or image.shape[:2] != (1, 3) or min(image.shape[-2:]) < MIN_FEATURE_SIDE:
+        raise ValueError(f"style images must be (1, 3, H, W) with H, W ≥ {MIN_FEATURE_SIDE}, "
+                         f"got {tuple(image.shape)}")
     device = next(vgg.parameters()).device
     with torch.no_grad():
         features = vgg(image.to(device, torch.float32), tuple(layers))
@@ -207,8 +206,9 @@ def _descend(start: Tensor, objective: Callable[[Tensor], Tensor], steps: int, *
 def _checked(content: Tensor, strength: float, steps: int, optimizer: str) -> None:
     if content.ndim != 4 or content.shape[:2] != (1, 3):
         raise ValueError(f"content must be (1, 3, H, W), got {tuple(content.shape)}")
-    if min(content.shape[-2:]) < MIN_SIDE:
-        raise ValueError(f"optimisation needs images at least {MIN_SIDE} px a side, got {tuple(content.shape[-2:])}")
+    if min(content.shape[-2:]) < MIN_FEATURE_SIDE:
+        raise ValueError(f"optimisation needs images at least {MIN_FEATURE_SIDE} px a side, "
+                         f"got {tuple(content.shape[-2:])}")
     if not 0.0 <= float(strength) <= 1.0:
         raise ValueError(f"strength must be in [0, 1], got {strength}")
     if optimizer not in OPTIMIZERS:

@@ -19,7 +19,7 @@ from stylegan import images
 from stylegan.images import (
     LUMA_WEIGHTS,
     ImageError,
-    limit_chroma,
+    limit_chroma_,
     mean_chroma,
     open_image,
     pad_to_multiple,
@@ -525,13 +525,13 @@ def test_chroma_is_limited_without_touching_luminance() -> None:
     assert mean_chroma(grey) < 1e-6 and mean_chroma(colour) > 0.2
     luminance = torch.tensor(LUMA_WEIGHTS).view(1, 3, 1, 1)
     before_y = (colour * luminance).sum(1)
-    half = limit_chroma(colour.clone(), 0.1, strength=0.5)
-    muted = limit_chroma(colour.clone(), 0.1)
+    half = limit_chroma_(colour.clone(), 0.1, strength=0.5)
+    muted = limit_chroma_(colour.clone(), 0.1)
     assert abs(mean_chroma(muted) - 0.1) < 0.01
     assert mean_chroma(muted) < mean_chroma(half) < mean_chroma(colour)
     torch.testing.assert_close((muted * luminance).sum(1), before_y, atol=1e-5, rtol=0)
-    assert torch.equal(limit_chroma(colour.clone(), 1.0), colour)  # never made more colourful
-    assert torch.equal(limit_chroma(colour.clone(), 0.0, strength=0.0), colour)
+    assert torch.equal(limit_chroma_(colour.clone(), 1.0), colour)  # never made more colourful
+    assert torch.equal(limit_chroma_(colour.clone(), 0.0, strength=0.0), colour)
 
 
 def test_resize_to_area_keeps_small_images_and_aspect() -> None:

@@ -7,7 +7,8 @@ import torch
 from PIL import Image
 
 from stylegan import Stylizer
-from stylegan.generator import VGG_CHANNELS, Generator, GeneratorConfig
+from stylegan.features import VGG_CHANNELS
+from stylegan.generator import Generator, GeneratorConfig
 from stylegan.images import resize_long_side, to_tensor
 from stylegan.inference import MIN_REFINE_STYLE_SIDE, refine_working_size
 from stylegan.losses import style_loss

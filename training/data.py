@@ -11,9 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from stylegan.images import ImageError, open_image, resize_long_side, to_tensor
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp", ".gif"}
+from stylegan.images import IMAGE_SUFFIXES, ImageError, open_image, resize_long_side, to_tensor
 
 
 @dataclass
