@@ -1,4 +1,4 @@
-"""Optional post-processing of a stylised result, as in the seed's §3.4: cropping and contrast.
+"""Optional post-processing of a stylised result: cropping and contrast.
 
 Applied after stylisation, so the recorded settings describe exactly how a result was made.
 Crop is pure geometry (any mode); contrast goes through the pixel contract and comes back in

@@ -1,6 +1,6 @@
 """Arbitrary-style generator: encoder -> style-modulated residual blocks -> resize-conv decoder.
 
-The seed's encoder/residual/decoder generator (Johnson et al., 2016), made arbitrary-style the
+Johnson et al.'s (2016) encoder/residual/decoder generator, made arbitrary-style the
 way conditional instance norm / AdaIN do it (Dumoulin et al., 2017; Ghiasi et al., 2017;
 Huang & Belongie, 2017): a style image becomes a compact *style code* (an MLP over per-channel
 mean and std of its VGG19 activations), and the code sets the scale and shift of every

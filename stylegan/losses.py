@@ -16,13 +16,14 @@ def gram_matrix(features: Tensor) -> Tensor:
 
 
 def content_loss(features: Tensor, content_features: Tensor) -> Tensor:
-    """Feature reconstruction MSE, (1/N) Σ (F - P)² (Gatys et al., 2016; the seed §4.2)."""
+    """Feature reconstruction MSE, (1/N) Σ (F - P)² (Gatys et al., 2016; Johnson et al., 2016)."""
     return F.mse_loss(features, content_features)
 
 
 def style_loss(features: Mapping[str, Tensor], target_grams: Mapping[str, Tensor],
                layer_weights: Mapping[str, float] | None = None) -> Tensor:
-    """The seed §4.3: Σ_l w_l/(N_l²M_l²) Σ_ij (G_ij - A_ij)², G = F·Fᵀ, N_l channels, M_l = H·W.
+    """Gram style loss (Gatys et al., 2016, without their ¼): Σ_l w_l/(N_l²M_l²) Σ_ij (G_ij - A_ij)²,
+    G = F·Fᵀ, N_l channels, M_l = H·W.
 
     With `gram_matrix`'s normalisation this is Σ_l w_l Σ_ij (Ĝ - Â)², averaged over the batch.
     `target_grams` holds normalised Grams of the style, (B, C, C) or (C, C) per layer.
@@ -72,7 +73,7 @@ def total_variation_loss(images: Tensor) -> Tensor:
             + (images[..., :, 1:] - images[..., :, :-1]).abs().mean())
 
 
-# LSGAN (Mao et al., 2017), the seed §4.1: D: ½E[(D(x)-1)²] + ½E[D(G(z))²]; G: ½E[(D(G(z))-1)²].
+# LSGAN (Mao et al., 2017): D: ½E[(D(x)-1)²] + ½E[D(G(z))²]; G: ½E[(D(G(z))-1)²].
 def lsgan_d_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
     return 0.5 * ((real_logits - 1) ** 2).mean() + 0.5 * (fake_logits ** 2).mean()
 
@@ -81,7 +82,7 @@ def lsgan_g_loss(fake_logits: Tensor) -> Tensor:
     return 0.5 * ((fake_logits - 1) ** 2).mean()
 
 
-# Wasserstein (Arjovsky et al., 2017), the seed §4.1, written as losses to minimise.
+# Wasserstein (Arjovsky et al., 2017), written as losses to minimise.
 def wasserstein_d_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
     return fake_logits.mean() - real_logits.mean()
 
@@ -118,5 +119,6 @@ ADVERSARIAL_LOSSES: dict[str, tuple[Callable[[Tensor, Tensor], Tensor], Callable
 
 def total_generator_loss(adversarial: Tensor, content: Tensor, style: Tensor,
                          content_weight: float, style_weight: float) -> Tensor:
-    """The seed §4.4: ℓ_total = ℓ_adv + λc·ℓ_content + λs·ℓ_style."""
+    """ℓ_total = ℓ_adv + λc·ℓ_content + λs·ℓ_style: perceptual losses (Johnson et al., 2016) plus an adversarial
+    term (Goodfellow et al., 2014)."""
     return adversarial + content_weight * content + style_weight * style

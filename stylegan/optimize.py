@@ -1,4 +1,4 @@
-"""Per-image optimisation style transfer (Gatys et al., 2016; the seed §2.2): slow, best quality.
+"""Per-image optimisation style transfer (Gatys, Ecker & Bethge, 2016): slow, best quality.
 
 Instead of a trained network, the pixels themselves are optimised so that their VGG19
 relu4_1 activations stay close to the content's while their Gram matrices approach the

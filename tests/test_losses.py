@@ -14,7 +14,7 @@ def test_gram_matrix_normalisation() -> None:
 
 
 def test_style_loss_matches_the_seed_formula() -> None:
-    # Seed §4.3 per layer: 1/(N²M²) Σ (G - A)², G = F·Fᵀ, N channels, M = H·W.
+    # Gatys et al. (2016) per layer, without their ¼: 1/(N²M²) Σ (G - A)², G = F·Fᵀ, N channels, M = H·W.
     generator = torch.Generator().manual_seed(0)
     features = torch.rand(1, 3, 4, 5, generator=generator)
     style = torch.rand(1, 3, 4, 5, generator=generator)

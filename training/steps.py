@@ -1,4 +1,5 @@
-"""One discriminator step and one generator step (the seed §3.3), each returning its losses.
+"""One discriminator step and one generator step, alternating (Goodfellow et al., 2014), each returning
+its losses.
 
 `training_step` runs both on one batch with a single generator forward: the D step does not
 change G, so the G step's output (detached) is exactly what the D step would compute again.
