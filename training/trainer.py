@@ -1,11 +1,14 @@
 """The training loop: schedules D and G steps, EMA, logging, samples and checkpoints.
 
+`train` sets a run up (`set_up`), restores its last checkpoint when resuming (`restore`) and steps it (`loop`).
+
 Every path derives from `run_dir`. Under `torchrun` each rank trains on its own random
 batches (DDP averages gradients); only rank 0 writes.
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -28,7 +31,7 @@ from . import reports
 from .batches import StyleBank, build_style_bank, sample_batch
 from .checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .data import read_folder, training_paths
+from .data import Folder, read_folder, training_paths
 from .steps import training_step
 from .validation import HELD_OUT_NAMES
 
@@ -103,6 +106,37 @@ class TrainResult:
     initialized_from: dict | None = None  # the `training.json` of the model that `init_from` named
 
 
+@dataclass
+class Run:
+    """What the loop works on: models, optimisers, the batch RNG, data and probes, on one rank."""
+    config: TrainConfig
+    run_dir: Path
+    device: torch.device
+    rank: int
+    world_size: int
+    vgg: VGG19Features
+    generator: Generator
+    discriminator: Discriminator
+    ema: Generator
+    g_optimizer: torch.optim.Optimizer
+    d_optimizer: torch.optim.Optimizer
+    rng: torch.Generator
+    contents: Folder
+    styles: Folder
+    bank: StyleBank
+    probe_paths: list[Path]
+    probes: reports.ProbeSet
+    initialized_from: dict | None
+
+    @property
+    def modules(self) -> dict[str, nn.Module]:
+        return {"generator": self.generator, "discriminator": self.discriminator, "generator_ema": self.ema}
+
+    @property
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"generator": self.g_optimizer, "discriminator": self.d_optimizer}
+
+
 def train(config: TrainConfig, content_dir: Path | Sequence[Path], style_dir: Path | Sequence[Path], run_dir: Path,
           *, resume: bool = False,
           vgg: VGG19Features | None = None, device: torch.device | None = None,
@@ -117,17 +151,31 @@ def train(config: TrainConfig, content_dir: Path | Sequence[Path], style_dir: Pa
     (the style standardisation is refitted to this run's styles); the discriminator starts fresh."""
     content_dirs = [content_dir] if isinstance(content_dir, (str, Path)) else list(content_dir)
     style_dirs = [style_dir] if isinstance(style_dir, (str, Path)) else list(style_dir)
+    run = set_up(config, content_dirs, style_dirs, run_dir, vgg=vgg, device=device, init_from=init_from,
+                 keep_initial_weights=resume and bool(list_checkpoints(run_dir)))
+    step, wall_before = restore(run, resume)
+    (run_dir / "config.json").write_text(config.to_json())
+    step, wall = loop(run, step, wall_before, progress=progress, time_limit=time_limit)
+    return TrainResult(step, run.ema, run.bank, run.probe_paths, wall, run.contents.skipped + run.styles.skipped,
+                       describe_device(run.device, run.world_size), run.initialized_from)
+
+
+def set_up(config: TrainConfig, content_dirs: list[Path], style_dirs: list[Path], run_dir: Path, *,
+           vgg: VGG19Features | None, device: torch.device | None, init_from: Path | None,
+           keep_initial_weights: bool) -> Run:
+    """Models (seeded alike on every rank), optimisers, data, style bank and probes for a new run.
+    `init_from`'s generator weights are loaded unless `keep_initial_weights` (a checkpoint will be restored)."""
     rank, world_size = _distributed()
     if device is None:
         device = torch.device(f"cuda:{rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu")
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)  # initial weights: identical on every rank
     vgg = prepare_loss_network(vgg or VGG19Features.pretrained(), device)
-    generator_model = Generator(config.generator).to(device)
-    discriminator_model = Discriminator(config.discriminator).to(device)
-    ema = copy.deepcopy(generator_model).requires_grad_(False)
-    g_optimizer = torch.optim.Adam(generator_model.parameters(), lr=config.generator_lr, betas=config.betas)
-    d_optimizer = torch.optim.Adam(discriminator_model.parameters(), lr=config.discriminator_lr, betas=config.betas)
+    generator = Generator(config.generator).to(device)
+    discriminator = Discriminator(config.discriminator).to(device)
+    ema = copy.deepcopy(generator).requires_grad_(False)
+    g_optimizer = torch.optim.Adam(generator.parameters(), lr=config.generator_lr, betas=config.betas)
+    d_optimizer = torch.optim.Adam(discriminator.parameters(), lr=config.discriminator_lr, betas=config.betas)
     rng = torch.Generator().manual_seed(config.seed)
 
     # Probe contents are held out from training, chosen by the seed among readable images.
@@ -138,72 +186,81 @@ def train(config: TrainConfig, content_dir: Path | Sequence[Path], style_dir: Pa
     contents = read_folder(content_dirs[0], round(config.content_long_side * (1 + config.scale_jitter)), train_paths)
     styles = read_folder(style_dirs[0], config.style_long_side, training_paths(style_dirs, HELD_OUT_NAMES))
     if device.type == "cuda":  # crops and flips then run on the GPU instead of starving it
-        contents.images = [image.to(device) for image in contents.images]
-        styles.images = [image.to(device) for image in styles.images]
+        contents = dataclasses.replace(contents, images=[image.to(device) for image in contents.images])
+        styles = dataclasses.replace(styles, images=[image.to(device) for image in styles.images])
     bank = build_style_bank(styles, vgg, config, device)
     initialized_from = None
     if init_from is not None:
         initialized_from = read_training_record(Path(init_from))
-        if not (resume and list_checkpoints(run_dir)):
+        if not keep_initial_weights:
             pretrained = Generator.from_pretrained(init_from, strict=True).state_dict()
-            for model in (generator_model, ema):
+            for model in (generator, ema):
                 model.load_state_dict(pretrained, strict=True)
-    for model in (generator_model, ema):  # a checkpoint restored below brings its own
+    for model in (generator, ema):  # a checkpoint restored later brings its own
         model.set_style_standardization(bank.full_statistics)
     probes = reports.ProbeSet.build(probe_paths, bank, config)
+    return Run(config, run_dir, device, rank, world_size, vgg, generator, discriminator, ema, g_optimizer,
+               d_optimizer, rng, contents, styles, bank, probe_paths, probes, initialized_from)
 
-    modules = {"generator": generator_model, "discriminator": discriminator_model, "generator_ema": ema}
-    optimizers = {"generator": g_optimizer, "discriminator": d_optimizer}
-    step, wall_before = 0, 0.0
-    checkpoints = list_checkpoints(run_dir)
+
+def restore(run: Run, resume: bool) -> tuple[int, float]:
+    """With `resume`, the run's last checkpoint (models, optimisers, RNG, wall time) if it has one; else
+    the batch RNG seeded for this rank. Returns (step, wall seconds before this call)."""
+    config, rank, checkpoints = run.config, run.rank, list_checkpoints(run.run_dir)
     if resume and checkpoints:
-        step, rng_states, extra = load_checkpoint(checkpoints[-1], modules, optimizers)
-        rng.set_state(rng_states[rank] if rank < len(rng_states) else rng_states[0])
-        wall_before = extra.get("wall_seconds", 0.0)
+        step, rng_states, extra = load_checkpoint(checkpoints[-1], run.modules, run.optimizers)
+        run.rng.set_state(rng_states[rank] if rank < len(rng_states) else rng_states[0])
         # The config sets the learning rates, not the checkpoint: resuming with a lower one must take effect.
-        for name, optimizer, lr in (("generator", g_optimizer, config.generator_lr),
-                                    ("discriminator", d_optimizer, config.discriminator_lr)):
+        for name, optimizer, lr in (("generator", run.g_optimizer, config.generator_lr),
+                                    ("discriminator", run.d_optimizer, config.discriminator_lr)):
             for group in optimizer.param_groups:
                 if group["lr"] != lr and rank == 0:
                     print(f"--resume: {name} learning rate {group['lr']:g} in the checkpoint, {lr:g} from the config")
                 group["lr"] = lr
-    elif resume:
-        print(f"--resume: no checkpoint in {run_dir}, starting at step 0")
-    else:
-        rng.manual_seed(config.seed + 1000 * rank)
-        if checkpoints:
-            raise ValueError(f"{run_dir} already has checkpoints; pass --resume or use a new --run-dir")
-    (run_dir / "config.json").write_text(config.to_json())
+        return step, extra.get("wall_seconds", 0.0)
+    if resume:
+        print(f"--resume: no checkpoint in {run.run_dir}, starting at step 0")
+        return 0, 0.0
+    run.rng.manual_seed(config.seed + 1000 * rank)
+    if checkpoints:
+        raise ValueError(f"{run.run_dir} already has checkpoints; pass --resume or use a new --run-dir")
+    return 0, 0.0
 
-    g_train: nn.Module = generator_model
-    d_train: nn.Module = discriminator_model
+
+def loop(run: Run, step: int, wall_before: float, *, progress: bool = True,
+         time_limit: float | None = None) -> tuple[int, float]:
+    """Step until `config.steps` or `time_limit`: D and G steps, EMA, logging, checkpoints and samples.
+    Returns (the last step, the run's wall seconds)."""
+    config, run_dir, device, world_size = run.config, run.run_dir, run.device, run.world_size
+    g_train: nn.Module = run.generator
+    d_train: nn.Module = run.discriminator
     if world_size > 1:
-        g_train = nn.parallel.DistributedDataParallel(generator_model, find_unused_parameters=True)
-        d_train = nn.parallel.DistributedDataParallel(discriminator_model, find_unused_parameters=True)
-    is_writer = rank == 0
+        g_train = nn.parallel.DistributedDataParallel(run.generator, find_unused_parameters=True)
+        d_train = nn.parallel.DistributedDataParallel(run.discriminator, find_unused_parameters=True)
+    is_writer = run.rank == 0
     metrics_path = run_dir / "metrics.jsonl"
     started = time.perf_counter()
 
     def save(at_step: int) -> None:
         wall = wall_before + time.perf_counter() - started
-        rng_states = _gather_rng(rng.get_state(), world_size)
+        rng_states = _gather_rng(run.rng.get_state(), world_size)
         if is_writer:
-            save_checkpoint(run_dir, at_step, modules, optimizers, rng_states,
+            save_checkpoint(run_dir, at_step, run.modules, run.optimizers, rng_states,
                             {"wall_seconds": wall, "world_size": world_size}, config.keep_checkpoints)
 
     if is_writer and step == 0:
-        probes.render(ema, run_dir / "samples" / f"step-{0:07d}.png", device)
+        run.probes.render(run.ema, run_dir / "samples" / f"step-{0:07d}.png", device)
     bar = tqdm(total=config.steps, initial=step, disable=not (progress and is_writer), dynamic_ncols=True)
     window_start, window_images = time.perf_counter(), 0
     while step < config.steps:
-        batch = sample_batch(contents, bank, config, rng, device, vgg)
-        result = training_step(g_train, d_train, vgg, g_optimizer, d_optimizer, batch, config, rng)
+        batch = sample_batch(run.contents, run.bank, config, run.rng, device, run.vgg)
+        result = training_step(g_train, d_train, run.vgg, run.g_optimizer, run.d_optimizer, batch, config, run.rng)
         if not all(math.isfinite(value) for value in result.values()):
             last = list_checkpoints(run_dir)
             raise NonFiniteLossError(
                 f"non-finite loss at step {step + 1}: {result}; stopped without saving. "
                 f"Last good checkpoint: {last[-1] if last else 'none'} (resume with a lower learning rate).")
-        update_ema(ema, generator_model, config.ema_decay)
+        update_ema(run.ema, run.generator, config.ema_decay)
         step += 1
         window_images += config.batch_size * world_size
         if step % config.log_every == 0 or step == config.steps:
@@ -223,20 +280,18 @@ def train(config: TrainConfig, content_dir: Path | Sequence[Path], style_dir: Pa
             save(step)
         if out_of_time:
             if is_writer:
-                probes.render(ema, run_dir / "samples" / f"step-{step:07d}.png", device)
+                run.probes.render(run.ema, run_dir / "samples" / f"step-{step:07d}.png", device)
                 reports.plot_losses(metrics_path, run_dir / "losses.png")
                 print(f"time limit of {time_limit:g} s reached at step {step}; checkpoint saved (--resume continues)")
             break
         if is_writer and (step % config.sample_every == 0 or step == config.steps):
-            probes.render(ema, run_dir / "samples" / f"step-{step:07d}.png", device)
+            run.probes.render(run.ema, run_dir / "samples" / f"step-{step:07d}.png", device)
             reports.plot_losses(metrics_path, run_dir / "losses.png")
     bar.close()
     final_grid = run_dir / "samples" / f"step-{step:07d}.png"
     if is_writer and not final_grid.exists():  # e.g. an export from a checkpoint (--resume, no steps left)
-        probes.render(ema, final_grid, device)
-    wall = wall_before + time.perf_counter() - started
-    return TrainResult(step, ema, bank, probe_paths, wall, contents.skipped + styles.skipped,
-                       describe_device(device, world_size), initialized_from)
+        run.probes.render(run.ema, final_grid, device)
+    return step, wall_before + time.perf_counter() - started
 
 
 TRAINING_RECORD_FILE = "training.json"
