@@ -1,4 +1,4 @@
-"""The exported model's README.md: `model_card.md` (repo root) filled in from the run.
+"""The exported model's README.md: the template `model_card.md` filled in from the run.
 
 Everything on the card comes from the run directory and the training result: hyperparameters,
 steps, wall time, the presets' attribution, `evaluation.json` if the run has been evaluated,
@@ -10,6 +10,7 @@ import json
 import math
 import shutil
 from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
 from string import Template
 from typing import TYPE_CHECKING
@@ -24,7 +25,8 @@ from .config import TrainConfig
 if TYPE_CHECKING:
     from .trainer import TrainResult
 
-TEMPLATE_PATH = Path(__file__).resolve().parent.parent / "model_card.md"
+# The repository's model_card.md, installed with this package (training/model_card.md links to it).
+TEMPLATE = resources.files("training") / "model_card.md"
 CARD_FILE = "README.md"
 SAMPLE_GRID_FILE = "sample_grid.png"
 LOSSES_FILE = "losses.png"
@@ -39,15 +41,15 @@ def write_model_card(out_dir: Path, result: TrainResult, config: TrainConfig, ru
 
     `datasets` are Hub dataset ids for the front matter; the card never invents them.
     """
-    if not TEMPLATE_PATH.is_file():
-        raise FileNotFoundError(f"model card template {TEMPLATE_PATH} is missing")
+    if not TEMPLATE.is_file():
+        raise FileNotFoundError(f"model card template {TEMPLATE} is missing")
     out_dir, run_dir = Path(out_dir), Path(run_dir)
     evaluation = read_evaluation(run_dir / EVALUATION_FILE)
     card_data = ModelCardData(license="mit", library_name=LIBRARY_NAME, pipeline_tag="image-to-image",
                               tags=list(TAGS), datasets=list(datasets) or None,
                               metrics=_metric_names(evaluation) or None)
     generator = result.export_generator
-    text = Template(TEMPLATE_PATH.read_text(encoding="utf-8")).substitute(
+    text = Template(TEMPLATE.read_text(encoding="utf-8")).substitute(
         card_data=card_data.to_yaml(),
         num_presets=len(presets),
         num_styles=len(result.style_bank.paths),
