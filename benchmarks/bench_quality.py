@@ -126,8 +126,8 @@ def run(args: argparse.Namespace) -> dict:
         print(f"  {number}/{len(pairs)} {contents[content][0]} × {style_names[style]}", file=sys.stderr, flush=True)
         for method, quality in zip(methods, ("fast", "best")):
             started = time.perf_counter()
-            image = stylizer.stylize(contents[content][1], styles[style][1], 1.0, quality=quality,
-                                     steps=args.best_steps)
+            steps = {"steps": args.best_steps} if quality == "best" else {}
+            image = stylizer.stylize(contents[content][1], styles[style][1], 1.0, quality=quality, **steps)
             methods[method].append(entry(image, content, style, time.perf_counter() - started,
                                          args.best_steps if quality == "best" else 0))
     curves: dict[str, dict[int, list[dict]]] = {"best": {step: [] for step in args.steps}}
