@@ -1,4 +1,4 @@
-"""tests/required.py: outside CI a missing dependency skips its tests with the reason; in CI it fails them."""
+"""tests/helpers/required.py: outside CI a missing dependency skips its tests with the reason; in CI it fails them."""
 from __future__ import annotations
 
 import os
@@ -8,14 +8,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 NEEDS_MISSING_MODULE = """
-from tests.required import required_import
+from tests.helpers.required import required_import
 required_import("no_such_module_for_this_test")
 
 def test_uses_it():
     pass
 """
 NEEDS_MISSING_PROGRAM = """
-from tests.required import skip_unless
+from tests.helpers.required import skip_unless
 
 @skip_unless(False, reason="needs a program that is not installed")
 def test_uses_it():

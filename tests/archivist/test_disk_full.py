@@ -34,13 +34,13 @@ from archivist.credentials import LOCK_FILE, CredentialsError, Signing, local_id
 from archivist.provenance import new_record, save_with_provenance, sha256_bytes
 from archivist.thumbnails import render_preset_thumbnails
 from stylegan import files
-from tests.appserver import PRESET, bundled_stylizer, one_torch_thread, serve, tree
-from tests.archive_writer import MODEL, add
-from tests.required import required_import
+from tests.helpers.appserver import PRESET, bundled_stylizer, one_torch_thread, serve, tree
+from tests.helpers.archive_writer import MODEL, add
+from tests.helpers.required import required_import
 from training.checkpoint import list_checkpoints, save_checkpoint
 
 gradio_client = required_import("gradio_client")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NO_SPACE = os.strerror(errno.ENOSPC)
 WRITE_CHUNK = files.write_chunk
 
@@ -247,7 +247,7 @@ def tiny_filesystem(tmp_path) -> Callable[[list[str]], list[str]]:
 def test_the_app_on_a_really_full_disk(tmp_path, tiny_filesystem):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TMPDIR": str(tmp_path),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    done = subprocess.run(tiny_filesystem([sys.executable, str(ROOT / "tests" / "full_disk_app.py"),
+    done = subprocess.run(tiny_filesystem([sys.executable, str(ROOT / "tests" / "helpers" / "full_disk_app.py"),
                                            str(tmp_path / "disk")]),
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-4000:]

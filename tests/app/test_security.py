@@ -18,13 +18,13 @@ import app
 from archivist.archive import Archive, Catalogue
 from archivist.pipeline import Job, StyleChoice, ToArchive, stylize
 from stylegan.inference import DEFAULT_MODEL_DIR, Stylizer
-from tests.appserver import PRESET, bundled_stylizer, one_torch_thread, raw_call, serve, stylize_inputs
-from tests.imagegen import encode, gradient, noise
-from tests.required import required_import
+from tests.helpers.appserver import PRESET, bundled_stylizer, one_torch_thread, raw_call, serve, stylize_inputs
+from tests.helpers.imagegen import encode, gradient, noise
+from tests.helpers.required import required_import
 
 gradio_client = required_import("gradio_client")
 pytestmark = pytest.mark.usefixtures(one_torch_thread.__name__)
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TITLE = "Minutes of the secret committee"
 LOGIN = ("archivist", "correct horse battery staple")
 

@@ -1,4 +1,4 @@
-"""Publishing to and pulling from the Hub, against the stand-in Hub of tests/hub_server.py.
+"""Publishing to and pulling from the Hub, against the stand-in Hub of tests/helpers/hub_server.py.
 
 `huggingface_hub` reads HF_ENDPOINT, HF_HOME and HF_HUB_OFFLINE when it is first imported, so
 every Hub client here is a fresh process with its environment set; this process only serves
@@ -22,9 +22,9 @@ from safetensors.torch import load_file, save_file
 
 from stylegan import Stylizer
 from stylegan.generator import Generator
-from tests.hub_server import COMMIT_ID, StandInHub
+from tests.helpers.hub_server import COMMIT_ID, StandInHub
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "hf_stand_in_token"
 REPO = "archive-lab/tiny-style"
 BROKEN_REPO = "archive-lab/missing-key"

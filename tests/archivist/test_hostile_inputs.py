@@ -34,8 +34,8 @@ from archivist.batch import UnreadableMember, collect_batch
 from archivist.pipeline import Job, StyleChoice, ToArchive, stylize, stylize_batch
 from archivist.provenance import read_provenance, sha256_bytes
 from stylegan.images import MAX_FILE_BYTES
-from tests.appserver import PRESET, bundled_stylizer, one_torch_thread, raw_call, serve, tree
-from tests.imagegen import (
+from tests.helpers.appserver import PRESET, bundled_stylizer, one_torch_thread, raw_call, serve, tree
+from tests.helpers.imagegen import (
     animation,
     encode,
     gradient,
@@ -46,11 +46,11 @@ from tests.imagegen import (
     png_with_text,
     with_exif_orientation,
 )
-from tests.required import required_import
+from tests.helpers.required import required_import
 
 gradio_client = required_import("gradio_client")
 pytestmark = pytest.mark.usefixtures(one_torch_thread.__name__)
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SYSTEM_TMP = "system-tmp"  # Python's temporary folder while this module runs
 PREVIEW = re.compile(r"(draft-[0-9a-f]{32}|[0-9a-f]{16})-(before|after)\.webp")
 RIGHTS = "http://rightsstatements.org/vocab/NoC-US/1.0/"

@@ -11,11 +11,11 @@ import pytest
 from PIL import Image
 
 from archivist.archive import Archive
-from tests.appprocess import free_port, running_app
-from tests.required import skip_unless
+from tests.helpers.appprocess import free_port, running_app
+from tests.helpers.required import skip_unless
 
 CHROMIUM = Path("/usr/bin/chromium")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = ROOT / "test-artifacts" / "browser.png"
 TITLE = "Letter from the harbour master, 1888"
 

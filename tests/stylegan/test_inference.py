@@ -180,8 +180,7 @@ def test_large_scans_tile_with_bounded_memory(size: tuple[int, int]) -> None:
         from PIL import Image
         from stylegan import Stylizer
         from stylegan.images import mean_chroma, to_tensor
-        sys.path.insert(0, "tests")
-        from test_inference import gradient_image
+        from tests.stylegan.test_inference import gradient_image
         stylizer = Stylizer.from_pretrained(device="cpu")
         content = gradient_image(*{size})
         for texture_side in (640, None):

@@ -31,7 +31,7 @@ from stylegan.images import (
     to_tensor,
     upscale_with_detail,
 )
-from tests.imagegen import (
+from tests.helpers.imagegen import (
     animation,
     encode,
     gradient,

@@ -41,9 +41,9 @@ from archivist.credentials import (
 )
 from archivist.provenance import encode_image, read_provenance, sha256_bytes
 from stylegan.presets import Preset
-from tests.certificates import MUSEUM, museum_chain, self_signed_signer
-from tests.imagegen import encode, gradient
-from tests.test_provenance import SOURCE, make_record
+from tests.helpers.certificates import MUSEUM, museum_chain, self_signed_signer
+from tests.helpers.imagegen import encode, gradient
+from tests.helpers.records import SOURCE, make_record
 
 MIME_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "TIFF": "image/tiff"}
 STYLE = encode(gradient(24, 24).transpose(Image.Transpose.ROTATE_90), "JPEG")

@@ -1,6 +1,6 @@
-"""A process that writes to an archive until it is killed: the subject of tests/test_crash_safety.py.
+"""A process that writes to an archive until it is killed: the subject of tests/archivist/test_crash_safety.py.
 
-    python tests/archive_writer.py ROOT
+    python tests/helpers/archive_writer.py ROOT
 
 runs a zygote: it imports the library once, then reads commands on stdin and forks one writer
 per command, so that each of the test's many "restarts" is a fresh process without paying for

@@ -31,9 +31,9 @@ from archivist.provenance import (
 )
 from stylegan.images import open_image
 from stylegan.inference import ModelInfo
-from tests.imagegen import encode, gradient, png_chunk
+from tests.helpers.imagegen import encode, gradient, png_chunk
+from tests.helpers.records import SOURCE, make_record
 
-SOURCE = encode(gradient(), "PNG")
 SUFFIXES = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "TIFF": ".tif"}
 HOSTILE = '<script>alert("x")</script> & \'quotes\' "double" ]]><!-- Ünïcödé 日本語 🎨\ttab\nline\r\n  '
 
@@ -41,16 +41,6 @@ HOSTILE = '<script>alert("x")</script> & \'quotes\' "double" ]]><!-- Ünïcödé
 @pytest.fixture(scope="module")
 def signing(tmp_path_factory) -> Signing:
     return Signing(local_identity(tmp_path_factory.mktemp("credentials")), SOURCE)
-
-
-def make_record(**changes) -> ProvenanceRecord:
-    fields = {"source_sha256": sha256_bytes(SOURCE), "source_name": "letter_1887.tif",
-              "model_repo": "org/archive-style", "model_revision": "0123456789abcdef0123456789abcdef01234567",
-              "weights_sha256": sha256_bytes(b"weights"), "style": "preset:hokusai_great_wave_off_kanagawa",
-              "style_strength": 0.8, "settings": {"preserve_color": True, "max_long_side": None, "mode": "feedforward",
-                                                  "post_processing": {"contrast": 1.1}},
-              "seed": 1234, "library_version": stylegan.__version__, "created": "2026-11-26T01:02:03Z"}
-    return ProvenanceRecord(**(fields | changes))
 
 
 def _png_info(**texts: str) -> PngImagePlugin.PngInfo:
@@ -323,6 +313,6 @@ def test_sha256_and_sidecar_path():
 
 
 def test_png_chunk_helper_matches_pillow():
-    # tests.imagegen.png_chunk crafts the PNG headers test_images refuses; check it against Pillow's writer.
+    # tests.helpers.imagegen.png_chunk crafts the PNG headers test_images refuses; check it against Pillow's writer.
     data = encode(Image.new("RGB", (1, 1)), "PNG")
     assert data[8:33] == png_chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0))

@@ -27,11 +27,11 @@ from archivist.pipeline import ScaledProgress
 from archivist.provenance import read_provenance, sha256_bytes
 from stylegan.inference import Stylizer
 from stylegan.optimize import REFINE_STEPS
-from tests.required import required_import
+from tests.helpers.required import required_import
 
 gradio_client = required_import("gradio_client")
 RIGHTS = "http://rightsstatements.org/vocab/NoC-US/1.0/"
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
@@ -397,7 +397,7 @@ def test_a_broken_signing_identity_stops_the_app_at_start_up(tmp_path):
 
 @pytest.mark.slow
 def test_a_hub_model_loads_pinned_to_its_commit(tmp_path):
-    from tests.hub_server import StandInHub
+    from tests.helpers.hub_server import StandInHub
 
     model_dir = ROOT / "stylegan" / "default_model"
     with StandInHub() as hub:

@@ -34,7 +34,7 @@ from training.model_card import TAGS, presets_table, write_model_card
 from training.steps import discriminator_step, generator_step, training_step
 from training.trainer import NonFiniteLossError, train
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 CPU = torch.device("cpu")
 EXPORT_FILES = {"config.json", "model.safetensors", "presets.json", "presets.safetensors", "palettes.safetensors",
                 "preset_grams", "README.md", "sample_grid.png", "losses.png", "training.json"}

@@ -1,6 +1,6 @@
-"""The app on an archive whose disk fills up: the subject of tests/test_disk_full.py.
+"""The app on an archive whose disk fills up: the subject of tests/archivist/test_disk_full.py.
 
-    python tests/full_disk_app.py ARCHIVE_DIR
+    python tests/helpers/full_disk_app.py ARCHIVE_DIR
 
 ARCHIVE_DIR is the mount point of a small, empty filesystem of its own (the test mounts a tmpfs
 there in a private mount namespace, so only this process and its children see it). The app is
@@ -27,7 +27,7 @@ from PIL import Image
 
 from archivist.archive import DATABASE_FILE, TMP, Archive
 from archivist.provenance import sha256_bytes
-from tests.appserver import PRESET, serve
+from tests.helpers.appserver import PRESET, serve
 
 FILLER = "filler"
 

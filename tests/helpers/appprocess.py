@@ -12,7 +12,7 @@ from pathlib import Path
 
 from benchmarks.load_app import wait_until_serving
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:

@@ -20,7 +20,7 @@ from archivist.credentials import ENV_CERTS, ENV_KEY, SHA256_METADATA
 from archivist.pipeline import output_name
 from archivist.provenance import read_provenance
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PRESET = "hokusai_great_wave_off_kanagawa"
 
 

@@ -17,10 +17,10 @@ import pytest
 from PIL import Image
 
 from benchmarks import load_app
-from tests.appprocess import free_port, running_app
-from tests.appserver import PRESET
-from tests.required import required_import
-from tests.test_crash_safety import assert_reopened_archive_is_clean
+from tests.helpers.appprocess import free_port, running_app
+from tests.helpers.appserver import PRESET
+from tests.helpers.archive_checks import assert_reopened_archive_is_clean
+from tests.helpers.required import required_import
 
 gradio_client = required_import("gradio_client")
 pytestmark = pytest.mark.slow

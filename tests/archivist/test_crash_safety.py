@@ -2,7 +2,7 @@
 every file rename and unlink of `add` and `delete`, never leaves a half-written entry; the next
 open sweeps whatever the crash left behind, and the database passes SQLite's integrity check.
 
-The writer is `tests/archive_writer.py` (the real `Archive` and `archivist.pipeline.stylize`, with a
+The writer is `tests/helpers/archive_writer.py` (the real `Archive` and `archivist.pipeline.stylize`, with a
 stand-in for the network), forked afresh for every life from one zygote process.
 """
 from __future__ import annotations
@@ -11,22 +11,18 @@ import os
 import queue
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 
-from PIL import Image
+from tests.helpers.archive_checks import assert_no_half_written_entry, assert_reopened_archive_is_clean
+from tests.helpers.archive_writer import CRASH_STATUS
 
-from archivist.archive import DATABASE_FILE, ORIGINALS, RESULTS, THUMBNAILS, TMP, Archive
-from archivist.provenance import read_provenance, sha256_bytes
-from tests.archive_writer import CRASH_STATUS
-
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LIVES = 20
 SEED = 1917
 REPLY_SECONDS = 120  # generous: the machine may be busy; a hang still fails
@@ -34,14 +30,14 @@ ACKNOWLEDGEMENTS = ("added", "updating", "updated", "deleting", "deleted")
 
 
 class Writer:
-    """The zygote of tests/archive_writer.py, with every line it and its children print."""
+    """The zygote of tests/helpers/archive_writer.py, with every line it and its children print."""
 
     def __init__(self, root: Path, log: Path) -> None:
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
             filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
         self.log = log
         with open(log, "wb") as stderr:
-            self.process = subprocess.Popen([sys.executable, str(ROOT / "tests" / "archive_writer.py"), str(root)],
+            self.process = subprocess.Popen([sys.executable, str(ROOT / "tests" / "helpers" / "archive_writer.py"), str(root)],
                                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True,
                                             cwd=ROOT, env=env)
         self.lines: queue.Queue[str | None] = queue.Queue()
@@ -95,44 +91,6 @@ def writer_zygote(root: Path, log: Path) -> Iterator[Writer]:
         except subprocess.TimeoutExpired:
             writer.process.kill()
             writer.process.wait()
-
-
-def assert_no_half_written_entry(root: Path) -> list[tuple[str, str]]:
-    """Read the database as a crash left it (no sweep): intact, and every entry has all its files."""
-    with closing(sqlite3.connect(root / DATABASE_FILE)) as connection:
-        assert connection.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-        rows = connection.execute("SELECT id, original_file FROM entries").fetchall()
-    for entry_id, original_file in rows:
-        for relative in (f"{RESULTS}/{entry_id}.png", f"{THUMBNAILS}/{entry_id}.jpg", original_file):
-            assert (root / relative).is_file(), f"entry {entry_id} is visible but {relative} is missing"
-    return rows
-
-
-def assert_reopened_archive_is_clean(root: Path) -> Archive:
-    """Open as the app would (which sweeps), then check every file against the catalogue."""
-    archive = Archive(root)
-    assert_no_half_written_entry(root)
-    entries = archive.search()
-    referenced = set()
-    for entry in entries:
-        original = archive.path(entry.original_file).read_bytes()
-        digest = sha256_bytes(original)
-        assert Path(entry.original_file).stem == digest == entry.record.source_sha256
-        assert read_provenance(archive.path(entry.result_file)) == entry.record
-        with Image.open(archive.path(entry.thumbnail_file)) as thumbnail:
-            thumbnail.verify()
-        referenced |= {entry.original_file, entry.result_file, entry.thumbnail_file}
-    stored = {path.relative_to(root).as_posix() for folder in (ORIGINALS, RESULTS, THUMBNAILS)
-              for path in (root / folder).glob("*" if folder != ORIGINALS else "*/*") if path.is_file()}
-    assert stored == referenced, f"unreferenced: {sorted(stored - referenced)}"
-    # Staging files a crash left in tmp/ are swept once they are older than the grace period
-    # (younger ones may belong to a live writer).
-    hours_ago = time.time() - 2 * 3600
-    for path in (root / TMP).iterdir():
-        os.utime(path, (hours_ago, hours_ago))
-    Archive(root)
-    assert not any((root / TMP).iterdir())
-    return archive
 
 
 def test_random_kills_never_leave_a_half_written_entry(tmp_path):

@@ -8,7 +8,7 @@ import torch
 
 from stylegan import Stylizer
 from stylegan.generator import Generator, GeneratorConfig
-from tests.required import required_import
+from tests.helpers.required import required_import
 
 onnx_backend = required_import("stylegan.onnx_backend", reason="onnxruntime, onnx and onnxscript not installed")
 

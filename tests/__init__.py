@@ -1,0 +1,1 @@
+"""Tests, laid out like the packages; shared helpers in helpers/, fixtures in conftest.py."""

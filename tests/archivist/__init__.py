@@ -1,0 +1,1 @@
+"""The archive application: archive, provenance, Content Credentials, the pipeline and the command line."""
