@@ -154,8 +154,8 @@ def output_name(source: str | PurePath, number: int, suffix: str) -> str:
 
 @dataclass(frozen=True)
 class ToFolder:
-    """A new file in `folder` (nothing is overwritten: `page.stylized.png`, `page.stylized-1.png`, ...)
-    with a JSON sidecar, signed by `identity`."""
+    """A new file in the existing `folder` (nothing is overwritten: `page.stylized.png`, `page.stylized-1.png`,
+    ...) with a JSON sidecar, signed by `identity`."""
     folder: Path
     format: str  # a key of FORMAT_SUFFIXES
     identity: SigningIdentity
