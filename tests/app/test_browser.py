@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from archivist.archive import Archive
+from stylegan.optimize import REFINE_STEPS
 from tests.helpers.appprocess import free_port, running_app
 from tests.helpers.required import skip_unless
 
@@ -113,7 +114,7 @@ def test_best_quality_shows_the_network_result_then_refined_ones_and_stop_ends_i
         status.get_by_text("showing the network's result").wait_for(timeout=180_000)
         first = page.locator("#comparison img").last.get_attribute("src")
         # The progress bar counts the refinement's steps.
-        page.locator("[role=progressbar][aria-label*='/20, loss']").first.wait_for(timeout=180_000)
+        page.locator(f"[role=progressbar][aria-label*='/{REFINE_STEPS}, loss']").first.wait_for(timeout=180_000)
         status.get_by_text("refined result 1").wait_for(timeout=180_000)
         assert page.locator("#comparison img").last.get_attribute("src") != first  # replaced by the refined one
         # Gradio answers the cancel once the handler has stopped (after the step under way).
