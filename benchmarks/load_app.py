@@ -92,6 +92,16 @@ def start_app(workdir: Path, port: int) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
+def stop_app(process: subprocess.Popen) -> None:
+    """Terminate an app process, killing it if it has not exited within 30 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def wait_until_serving(process: subprocess.Popen, url: str, log: Path, seconds: float = START_SECONDS) -> None:
     """Poll `url` until the app answers 200; RuntimeError with the log's tail if it exits or times out."""
     deadline = time.monotonic() + seconds
@@ -202,12 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             after = request(warm_client, "stylize", images[0], PRESETS[0], args.timeout)  # still serving?
             warm_client.close()
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_app(process)
 
     counts = {status: sum(1 for outcome in outcomes if outcome.status == status)
               for status in ("ok", "queue_full", "hung", "error")}

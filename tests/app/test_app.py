@@ -6,7 +6,6 @@ import io
 import json
 import os
 import pickle
-import socket
 import subprocess
 import sys
 import uuid
@@ -25,6 +24,7 @@ from archivist.archive import Archive
 from archivist.credentials import ENV_CERTS, ENV_KEY, KEY_FILE, SHA256_METADATA, WEIGHT_METADATA
 from archivist.pipeline import ScaledProgress
 from archivist.provenance import read_provenance, sha256_bytes
+from benchmarks.load_app import free_port
 from stylegan.inference import Stylizer
 from stylegan.optimize import REFINE_STEPS
 from tests.helpers.required import required_import
@@ -32,12 +32,6 @@ from tests.helpers.required import required_import
 gradio_client = required_import("gradio_client")
 RIGHTS = "http://rightsstatements.org/vocab/NoC-US/1.0/"
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def write_image(path: Path, seed: int, size: tuple[int, int] = (64, 48)) -> Path:

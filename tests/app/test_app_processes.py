@@ -17,7 +17,8 @@ import pytest
 from PIL import Image
 
 from benchmarks import load_app
-from tests.helpers.appprocess import free_port, running_app
+from benchmarks.load_app import free_port
+from tests.helpers.appprocess import running_app
 from tests.helpers.appserver import PRESET
 from tests.helpers.archive_checks import assert_reopened_archive_is_clean
 from tests.helpers.required import required_import

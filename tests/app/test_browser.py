@@ -11,8 +11,9 @@ import pytest
 from PIL import Image
 
 from archivist.archive import Archive
+from benchmarks.load_app import free_port
 from stylegan.optimize import REFINE_STEPS
-from tests.helpers.appprocess import free_port, running_app
+from tests.helpers.appprocess import running_app
 from tests.helpers.required import skip_unless
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -3,22 +3,15 @@ several processes on one archive."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from benchmarks.load_app import wait_until_serving
+from benchmarks.load_app import stop_app, wait_until_serving
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @contextmanager
@@ -35,9 +28,4 @@ def running_app(port: int, archive_dir: Path, log: Path) -> Iterator[str]:
         wait_until_serving(process, url, log, seconds=180)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_app(process)

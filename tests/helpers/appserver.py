@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import functools
 import json
-import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,15 +15,10 @@ import torch
 
 import app
 from archivist.archive import Archive
+from benchmarks.load_app import free_port
 from stylegan.inference import Stylizer
 
 PRESET = "hokusai_great_wave_off_kanagawa"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @functools.lru_cache(maxsize=1)
