@@ -30,6 +30,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from .bands import band_signature, blend_signatures, transfer_bands
 from .features import VGG19Features
 from .generator import MIN_SIDE, Generator, NormStats, style_statistics
 from .images import (
@@ -58,11 +59,13 @@ from .optimize import (
 )
 from .palette import apply_lut, blend_palettes, fit_lut, palette_of
 from .presets import (
+    PRESET_BANDS_FILE,
     PRESET_CODES_FILE,
     PRESET_GRAMS_FOLDER,
     PRESET_INFO_FILE,
     PRESET_PALETTES_FILE,
     Preset,
+    load_preset_bands,
     load_preset_grams,
     load_presets,
     preset_gram_files,
@@ -72,7 +75,8 @@ from .progress import ProgressCallback
 DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
 BUNDLED_REPO = "bundled"
 WEIGHTS_FILE = "model.safetensors"
-MODEL_FILES = ["config.json", WEIGHTS_FILE, PRESET_CODES_FILE, PRESET_PALETTES_FILE, PRESET_INFO_FILE, "README.md",
+MODEL_FILES = ["config.json", WEIGHTS_FILE, PRESET_CODES_FILE, PRESET_PALETTES_FILE, PRESET_BANDS_FILE,
+               PRESET_INFO_FILE, "README.md",
                "training.json", "*.png", f"{PRESET_GRAMS_FOLDER}/*.safetensors"]
 
 # A style: a preset name, a style image, or a list of (preset name or image, weight).
@@ -97,11 +101,12 @@ MIN_REFINE_STYLE_SIDE = 128  # style images are read at least this large (relu4_
 
 @dataclass(frozen=True)
 class StyleEntry:
-    """What stylising needs of a style: its code, colourfulness (None: not measured) and palette
-    (None: a preset saved without one, so the network's own colours are kept)."""
+    """What stylising needs of a style: its code, colourfulness (None: not measured), palette and band
+    signature (None: a preset saved without one, so the network's own colours or detail are kept)."""
     code: Tensor
     chroma: float | None
     palette: Tensor | None
+    bands: Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -198,7 +203,8 @@ class Stylizer:
                  preset_codes: dict[str, Tensor] | None = None, preset_palettes: dict[str, Tensor] | None = None,
                  *, model_info: ModelInfo | None = None,
                  vgg: VGG19Features | None = None, device: torch.device | str | None = None,
-                 backend: str = "torch", preset_grams: Mapping[str, Path] | None = None) -> None:
+                 backend: str = "torch", preset_grams: Mapping[str, Path] | None = None,
+                 preset_bands: Mapping[str, Tensor] | None = None) -> None:
         self.device = torch.device(device) if device is not None else default_device()
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -215,6 +221,7 @@ class Stylizer:
         self._preset_codes = {name: code.to(self.device, torch.float32) for name, code in (preset_codes or {}).items()}
         self._preset_palettes = dict(preset_palettes or {})
         self._preset_grams = dict(preset_grams or {})  # name -> stored Grams file (best quality's targets)
+        self._preset_bands = dict(preset_bands or {})  # name -> band signature (`stylegan.bands`)
         self.model_info = model_info or ModelInfo("unsaved", "none", "", "")
         self._onnx = None
         if backend == "onnx":
@@ -263,7 +270,8 @@ class Stylizer:
         revision = folder.name if folder.parent.name == "snapshots" else weights_sha256[:12]
         return cls(generator, presets, codes, palettes,
                    model_info=ModelInfo(repo, revision, weights_sha256, str(folder)),
-                   device=device, backend=backend, preset_grams=preset_gram_files(folder, presets))
+                   device=device, backend=backend, preset_grams=preset_gram_files(folder, presets),
+                   preset_bands=load_preset_bands(folder, presets))
 
     # -- styles ------------------------------------------------------------------------------
     def style_code(self, style: StyleSource) -> Tensor:
@@ -281,7 +289,7 @@ class Stylizer:
             if style not in self._preset_codes:
                 raise ValueError(f"unknown preset {style!r}; known presets: {sorted(self.presets)}")
             return StyleEntry(self._preset_codes[style], self.presets[style].chroma if style in self.presets else None,
-                              self._preset_palettes.get(style))
+                              self._preset_palettes.get(style), self._preset_bands.get(style))
         if not isinstance(style, Image.Image):
             raise TypeError(f"a style is a preset name or a PIL image, got {type(style).__name__}")
         key = image_sha256(style)
@@ -293,7 +301,7 @@ class Stylizer:
         pixels = resize_long_side(to_tensor(style), config.style_image_size)
         statistics = style_statistics(self.vgg(pixels.to(self.device), config.style_layers), config.style_layers)
         entry = StyleEntry(self.generator.encode_style(statistics.to(self.dtype))[0].float(), mean_chroma(pixels),
-                           palette_of(pixels)[0])
+                           palette_of(pixels)[0], band_signature(to_tensor(style))[0])
         with self._cache_lock:
             self._code_cache[key] = entry
             while len(self._code_cache) > 64:
@@ -320,7 +328,9 @@ class Stylizer:
         chroma = None if None in chromas else float(sum(w * c for w, c in zip(weights.tolist(), chromas)))
         palettes = [entry.palette for entry in entries]
         palette = None if any(p is None for p in palettes) else blend_palettes(torch.stack(palettes), weights)
-        return StyleEntry(code, chroma, palette)
+        signatures = [entry.bands for entry in entries]
+        bands = None if any(b is None for b in signatures) else blend_signatures(torch.stack(signatures), weights)
+        return StyleEntry(code, chroma, palette, bands)
 
     def preset_grams(self, name: str, layers: Sequence[str] = REFINE_STYLE_LAYERS,
                      purpose: str = "quality='best'") -> dict[str, Tensor]:
@@ -409,7 +419,7 @@ class Stylizer:
             entry = self._blended(style)
             code = self.generator.blend(entry.code[None], strength).to(self.dtype)
             result = self.stylize_tensor(pixels, code, progress=progress, texture_side=settings.texture_side,
-                                         palette=entry.palette, palette_strength=strength)
+                                         palette=entry.palette, bands=entry.bands, strength=strength)
             if entry.chroma is not None:
                 # No more colourful than the style (at strength 1): a guarantee on top of the palette
                 # transfer, which matches the style's colours closely but not exactly.
@@ -438,7 +448,7 @@ class Stylizer:
         style_side = max(max(small.shape[-2:]), MIN_REFINE_STYLE_SIDE)
         targets = self._style_grams(style, "quality='best'", style_side, REFINE_STYLE_LAYERS)
         code = self.generator.blend(entry.code[None], strength).to(self.dtype)
-        start = self.stylize_tensor(small, code, palette=entry.palette, palette_strength=strength)
+        start = self.stylize_tensor(small, code, palette=entry.palette, bands=entry.bands, strength=strength)
 
         def finished(stylized: Tensor) -> Image.Image:
             result = upscale_with_detail(stylized, small, pixels) if small is not pixels else stylized.clone()
@@ -453,17 +463,19 @@ class Stylizer:
 
     def stylize_tensor(self, pixels: Tensor, code: Tensor, *, progress: ProgressCallback | None = None,
                        tile_size: int | None = None, texture_side: int | None = None,
-                       palette: Tensor | None = None, palette_strength: float = 1.0) -> Tensor:
+                       palette: Tensor | None = None, bands: Tensor | None = None, strength: float = 1.0) -> Tensor:
         """(1, 3, H, W) in [0, 1] on the CPU -> stylised (1, 3, H, W) float32 on the CPU.
 
         `texture_side`: run the network on the image shrunk to about that² pixels and restore the
         detail (None: at full resolution, tiled above `whole_image_pixels` or at `tile_size`).
-        `palette` (`stylegan.palette.palette_of` the style): the network's result is moved
-        `palette_strength` of the way onto the style's colour distribution."""
+        `palette` (`stylegan.palette.palette_of` the style): the network's result is moved `strength` of the
+        way onto the style's colour distribution; `bands` (`stylegan.bands.band_signature` the style): then its
+        detail at every scale onto the style's, and the palette applied once more (the band transfer moves
+        luminance, the palette puts the colours back)."""
         height, width = pixels.shape[-2:]
         if texture_side is not None and height * width > texture_side ** 2:
             small = resize_to_area(pixels, texture_side)
-            stylized = self.stylize_tensor(small, code, palette=palette, palette_strength=palette_strength)
+            stylized = self.stylize_tensor(small, code, palette=palette, bands=bands, strength=strength)
             if progress:
                 progress(0.9, "restoring full-resolution detail")
             result = upscale_with_detail(stylized, small, pixels)
@@ -478,11 +490,12 @@ class Stylizer:
             result = self._run(pixels, code, None)
         else:
             result = self._tiled(pixels, code, self._measure_stats(pixels, code), tile_size, progress)
-        if palette is not None and palette_strength > 0:
-            table = fit_lut(result, palette[None])
-            for top in range(0, height, PALETTE_BAND_ROWS):
-                band = result[:, :, top:top + PALETTE_BAND_ROWS]
-                band.copy_(apply_lut(band, table, palette_strength))
+        if palette is not None and strength > 0:
+            _transfer_palette_(result, palette, strength)
+        if bands is not None and strength > 0:
+            result = transfer_bands(result, bands, strength)
+            if palette is not None:
+                _transfer_palette_(result, palette, strength)
         if progress and whole:
             progress(1.0, "done")
         return result
@@ -525,6 +538,14 @@ class Stylizer:
                 if progress:
                     progress(done / total, f"tile {done}/{total}")
         return torch.from_numpy(output / weight_sum)[None]
+
+
+def _transfer_palette_(result: Tensor, palette: Tensor, strength: float) -> None:
+    """Move (1, 3, H, W) `result` in place `strength` of the way onto `palette`, a band of rows at a time."""
+    table = fit_lut(result, palette[None])
+    for top in range(0, result.shape[-2], PALETTE_BAND_ROWS):
+        rows = result[:, :, top:top + PALETTE_BAND_ROWS]
+        rows.copy_(apply_lut(rows, table, strength))
 
 
 def _finished(result: Tensor, pixels: Tensor, content: Image.Image, preserve_color: bool,

@@ -73,7 +73,7 @@ def blend_palettes(palettes: Tensor, weights: Tensor) -> Tensor:
     return torch.einsum("s,skaq->kaq", weights.to(palettes), palettes)
 
 
-def _interp(x: Tensor, xp: Tensor, fp: Tensor) -> Tensor:
+def piecewise_linear(x: Tensor, xp: Tensor, fp: Tensor) -> Tensor:
     """Piecewise-linear maps of x (A, N) through increasing knots xp -> fp (A, Q), one per row; beyond
     the ends each map continues with slope 1 (a shift), so colours outside the fitted range move with
     their neighbours."""
@@ -105,7 +105,7 @@ def fit_lut(images: Tensor, palettes: Tensor, size: int = LUT_SIZE) -> Tensor:
         for rotation, target in zip(ROTATIONS.to(points.device), palette):
             projected = points @ rotation.T
             source = _quantiles(projected[None, :count])[0]
-            moved = _interp(projected.T, source, target).T
+            moved = piecewise_linear(projected.T, source, target).T
             points = points + (moved - projected) @ rotation
         tables.append(points[count:].clamp(0, 1).T.reshape(3, size, size, size))
     return torch.stack(tables)

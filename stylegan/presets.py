@@ -1,7 +1,7 @@
 """Named style presets: style codes and palettes (safetensors) with attribution (JSON), stored with the model,
-and optionally each preset's style Gram matrices (`preset_grams/<name>.safetensors`): best quality
-(`Stylizer.stylize(..., quality="best")`) matches a style's Grams, which a code cannot give back. The
-Grams, not the style image: a model folder carries statistics of its training styles, never the images."""
+and optionally each preset's band signature (`bands.safetensors`, `stylegan.bands`) and style Gram matrices
+(`preset_grams/<name>.safetensors`): best quality (`Stylizer.stylize(..., quality="best")`) matches a style's
+Grams, which a code cannot give back. A model folder carries statistics of its training styles, never the images."""
 from __future__ import annotations
 
 import json
@@ -16,6 +16,7 @@ from torch import Tensor
 PRESET_CODES_FILE = "presets.safetensors"
 PRESET_INFO_FILE = "presets.json"
 PRESET_PALETTES_FILE = "palettes.safetensors"  # each preset's `stylegan.palette.palette_of` its style image
+PRESET_BANDS_FILE = "bands.safetensors"  # each preset's `stylegan.bands.band_signature` its style image
 PRESET_GRAMS_FOLDER = "preset_grams"  # <name>.safetensors: {layer: upper triangle of the (C, C) Gram}
 PRESET_GRAM_LONG_SIDE = 512  # the style image's long side for its stored Grams: the evaluation's scale
 # bfloat16 keeps the Grams' range (caffe-scale VGG19 Grams reach 1e5) at half the bytes: ~350 kB a preset
@@ -67,6 +68,23 @@ def load_presets(directory: str | Path) -> tuple[dict[str, Preset], dict[str, Te
         if set(values) != set(presets):
             raise ValueError(f"{directory}: presets.json and {file} disagree: {sorted(set(values) ^ set(presets))}")
     return presets, codes, palettes
+
+
+def save_preset_bands(directory: str | Path, signatures: Mapping[str, Tensor]) -> None:
+    """Store each preset's band signature ({name: (levels, quantiles)}) in PRESET_BANDS_FILE."""
+    save_file({name: signature.detach().float().cpu().contiguous() for name, signature in signatures.items()},
+              Path(directory) / PRESET_BANDS_FILE)
+
+
+def load_preset_bands(directory: str | Path, presets: Mapping[str, Preset]) -> dict[str, Tensor]:
+    """The stored band signatures ({} for models saved without them: results then keep the network's
+    detail). A signature for a name that is not a preset means the folder is inconsistent, and is refused."""
+    path = Path(directory) / PRESET_BANDS_FILE
+    signatures = load_file(path) if path.exists() else {}
+    unknown = sorted(set(signatures) - set(presets))
+    if unknown:
+        raise ValueError(f"{path}: band signatures of unknown presets: {unknown}")
+    return signatures
 
 
 def save_preset_grams(directory: str | Path, grams: Mapping[str, Mapping[str, Tensor]]) -> None:

@@ -8,12 +8,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+from PIL import Image
 
+from stylegan.bands import band_signature
 from stylegan.features import VGG19Features
-from stylegan.images import mean_chroma, resize_long_side
+from stylegan.images import mean_chroma, resize_long_side, to_tensor
 from stylegan.optimize import REFINE_STYLE_LAYERS, image_grams
 from stylegan.palette import palette_of
-from stylegan.presets import PRESET_GRAM_LONG_SIDE, Preset, save_preset_grams, save_presets
+from stylegan.presets import PRESET_GRAM_LONG_SIDE, Preset, save_preset_bands, save_preset_grams, save_presets
 
 from .config import TrainConfig
 from .trainer import TRAINING_RECORD_FILE
@@ -51,12 +53,21 @@ def preset_grams(images: dict[str, torch.Tensor], vgg: VGG19Features) -> dict[st
             for name, image in images.items()}
 
 
+def preset_bands(paths: dict[str, Path]) -> dict[str, torch.Tensor]:
+    """{name: band signature} of each style image file, read at its own resolution (`stylegan.bands`)."""
+    signatures = {}
+    for name, path in paths.items():
+        with Image.open(path) as image:
+            signatures[name] = band_signature(to_tensor(image.convert("RGB")))[0]
+    return signatures
+
+
 def export_model(result: TrainResult, config: TrainConfig, run_dir: Path, *, sources: Path | None = None,
                  out_dir: Path | None = None, preset_dir: Path | None = None,
                  vgg: VGG19Features | None = None) -> Path:
     """Write the EMA generator, presets and a model card to `run_dir/export`. The presets are the
-    training styles under `preset_dir` (default: all of them), each with its code, palette, chroma
-    and Grams (best quality's targets, measured with `vgg`, default the pretrained VGG19)."""
+    training styles under `preset_dir` (default: all of them), each with its code, palette, chroma,
+    band signature and Grams (best quality's targets, measured with `vgg`, default the pretrained VGG19)."""
     out_dir = out_dir or run_dir / "export"
     out_dir.mkdir(parents=True, exist_ok=True)
     generator = result.export_generator.cpu().eval()
@@ -74,6 +85,7 @@ def export_model(result: TrainResult, config: TrainConfig, run_dir: Path, *, sou
                                    chroma=round(mean_chroma(image), 5))
                for name, image in zip(names, pixels)]
     save_presets(out_dir, presets, dict(zip(names, codes)), {name: palette_of(image)[0] for name, image in zip(names, pixels)})
+    save_preset_bands(out_dir, preset_bands({name: bank.paths[index] for name, index in zip(names, chosen)}))
     save_preset_grams(out_dir, preset_grams({name: bank.images[index] for name, index in zip(names, chosen)},
                                             vgg or VGG19Features.pretrained()))
     record = {"steps": result.step, "wall_seconds": round(result.wall_seconds, 1), "device": result.device,

@@ -16,12 +16,14 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from PIL import Image
 from safetensors.torch import load_file
 
 from stylegan import Stylizer
+from stylegan.bands import band_signature
 from stylegan.discriminator import Discriminator
 from stylegan.generator import Generator
-from stylegan.images import resize_long_side
+from stylegan.images import resize_long_side, to_tensor
 from stylegan.optimize import REFINE_STYLE_LAYERS, image_grams
 from stylegan.palette import PALETTE_ITERATIONS, PALETTE_QUANTILES
 from stylegan.presets import PRESET_GRAM_LONG_SIDE, Preset
@@ -37,7 +39,7 @@ from training.trainer import NonFiniteLossError, train
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CPU = torch.device("cpu")
 EXPORT_FILES = {"config.json", "model.safetensors", "presets.json", "presets.safetensors", "palettes.safetensors",
-                "preset_grams", "README.md", "sample_grid.png", "losses.png", "training.json"}
+                "bands.safetensors", "preset_grams", "README.md", "sample_grid.png", "losses.png", "training.json"}
 
 
 def tiny(**changes) -> TrainConfig:
@@ -375,6 +377,8 @@ def test_export_loads_strictly_with_equal_outputs_and_the_exact_file_set(image_f
                            chroma=waves.chroma)
     assert 0 < waves.chroma < 1  # the style image's colourfulness, for the chroma limit
     assert stylizer._preset_palettes["waves"].shape == (PALETTE_ITERATIONS, 3, PALETTE_QUANTILES)
+    waves_path = result.style_bank.paths[result.style_bank.names.index("waves")]
+    assert torch.equal(stylizer._preset_bands["waves"], band_signature(to_tensor(Image.open(waves_path)))[0])
     # Best quality's targets: the Grams of the style image at the evaluation's scale, to bfloat16's rounding.
     waves_image = result.style_bank.images[result.style_bank.names.index("waves")]
     exact = image_grams(resize_long_side(waves_image[None].float() / 255, PRESET_GRAM_LONG_SIDE), vgg,

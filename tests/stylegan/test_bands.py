@@ -1,0 +1,131 @@
+"""Band transfer: exact pyramid, a style's detail reached at every scale, identity at strength 0, presets."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from stylegan import Stylizer
+from stylegan.bands import (
+    BAND_LEVELS,
+    BAND_QUANTILES,
+    SIGNATURE_SIDE,
+    band_signature,
+    blend_signatures,
+    collapse,
+    laplacian_pyramid,
+    transfer_bands,
+)
+from stylegan.generator import Generator, GeneratorConfig
+from stylegan.images import luminance, to_pil, to_tensor
+from stylegan.presets import PRESET_BANDS_FILE, Preset, load_preset_bands, save_preset_bands, save_presets
+
+
+def scene(side: int, seed: int = 0) -> torch.Tensor:
+    """(1, 3, side, side): smooth colour fields with a few soft edges, the same picture at any size."""
+    generator = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(1, 3, 6, 6, generator=generator)
+    return F.interpolate(coarse, size=(side, side), mode="bicubic", align_corners=False).clamp(0, 1)
+
+
+def crisp_lines(side: int) -> torch.Tensor:
+    """An engraving-like style: thin black lines on white, 40 of them whatever the size."""
+    image = torch.ones(1, 3, side, side)
+    period = side // 40
+    for offset in range(max(1, period // 4)):
+        image[..., offset::period, :] = 0.0
+    return image
+
+
+def fine_detail(images: torch.Tensor) -> float:
+    """Standard deviation of the finest Laplacian band of the luminance."""
+    bands, _ = laplacian_pyramid(luminance(images), 1)
+    return bands[0].std().item()
+
+
+def test_the_pyramid_collapses_back_exactly() -> None:
+    y = luminance(scene(97, 1) + 0.05 * torch.rand(1, 3, 97, 97))  # odd sizes too
+    bands, low = laplacian_pyramid(y, 4)
+    assert len(bands) == 4 and low.shape[-1] == 7
+    assert torch.allclose(collapse(bands, low), y, atol=1e-6)
+
+
+def test_a_signature_is_fixed_size_quantiles_and_refuses_a_sliver() -> None:
+    signature = band_signature(scene(200))
+    assert signature.shape == (1, BAND_LEVELS, BAND_QUANTILES)
+    assert (signature.diff(dim=-1) >= 0).all()
+    with pytest.raises(ValueError, match="at least"):
+        band_signature(torch.rand(1, 3, 2, 4000))
+
+
+def test_a_crisp_style_sharpens_and_a_soft_one_softens_luminance_only() -> None:
+    content = scene(SIGNATURE_SIDE // 4, 2) + 0.02 * torch.rand(1, 3, SIGNATURE_SIDE // 4, SIGNATURE_SIDE // 4)
+    content = content.clamp(0.05, 0.95)
+    soft = scene(SIGNATURE_SIDE, 3)
+    sharpened = transfer_bands(content, band_signature(crisp_lines(SIGNATURE_SIDE))[0])
+    softened = transfer_bands(content, band_signature(soft)[0])
+    assert fine_detail(sharpened) > 3 * fine_detail(content)
+    assert fine_detail(softened) < 0.5 * fine_detail(content)
+    change, unclamped = softened - content, ((softened > 0) & (softened < 1)).all(1)
+    assert unclamped.float().mean() > 0.9
+    assert torch.allclose(change[:, 0][unclamped], change[:, 1][unclamped], atol=1e-6)  # luminance only
+    assert (transfer_bands(content, band_signature(soft)[0], 0.0) == content).all()
+
+
+def test_bands_are_paired_by_scale_relative_to_the_picture() -> None:
+    """A picture measured at the signature's scale and stylised at a quarter of it keeps its own detail."""
+    small = scene(SIGNATURE_SIDE // 4, 4) + 0.03 * F.interpolate(
+        torch.rand(1, 3, SIGNATURE_SIDE // 8, SIGNATURE_SIDE // 8, generator=torch.Generator().manual_seed(5)),
+        scale_factor=2, mode="nearest")
+    small = small.clamp(0, 1)
+    own = band_signature(small)[0]  # measured enlarged 4×: its band k + 2 is the small picture's band k
+    other = band_signature(crisp_lines(SIGNATURE_SIDE))[0]
+    kept = (transfer_bands(small, own) - small).abs().mean().item()
+    moved = (transfer_bands(small, other) - small).abs().mean().item()
+    assert kept < 0.25 * moved
+
+
+def test_blends_average_quantile_functions() -> None:
+    first, second = band_signature(scene(128, 6)), band_signature(crisp_lines(128))
+    both = torch.cat([first, second])
+    assert torch.equal(blend_signatures(both, torch.tensor([1.0, 0.0])), first[0])
+    assert torch.allclose(blend_signatures(both, torch.tensor([0.5, 0.5])), (first[0] + second[0]) / 2)
+
+
+def test_presets_store_signatures_and_the_stylizer_uses_them(tmp_path) -> None:
+    torch.manual_seed(0)
+    generator = Generator(GeneratorConfig(encoder_channels=(4, 8, 8), num_residual_blocks=1, style_dim=8,
+                                          style_hidden_dim=16, style_image_size=64))
+    generator.save_pretrained(tmp_path)
+    names = ("lines", "soft")
+    presets = [Preset(name=name, title=name) for name in names]
+    save_presets(tmp_path, presets, {name: torch.randn(8) for name in names},
+                 {name: torch.zeros(0) for name in names})
+    (tmp_path / "palettes.safetensors").unlink()  # no palettes: the band transfer alone is tested
+    signatures = {"lines": band_signature(crisp_lines(256))[0], "soft": band_signature(scene(256, 7))[0]}
+    save_preset_bands(tmp_path, signatures)
+    loaded = load_preset_bands(tmp_path, {preset.name: preset for preset in presets})
+    assert all(torch.equal(loaded[name], signatures[name]) for name in names)
+    with pytest.raises(ValueError, match="unknown presets"):
+        load_preset_bands(tmp_path, {"lines": presets[0]})
+
+    stylizer = Stylizer.from_pretrained(tmp_path, device="cpu")
+    content = to_pil(scene(160, 8))
+    lines, soft = (to_tensor(stylizer.stylize(content, name, 1.0)) for name in names)
+    assert fine_detail(lines) > 2 * fine_detail(soft)
+    halfway = to_tensor(stylizer.stylize(content, [("lines", 0.5), ("soft", 0.5)], 1.0))
+    assert fine_detail(soft) < fine_detail(halfway) < fine_detail(lines)
+    image_style = to_tensor(stylizer.stylize(content, to_pil(crisp_lines(256)), 1.0))
+    assert fine_detail(image_style) > 2 * fine_detail(soft)  # a style image is measured the same way
+
+    (tmp_path / PRESET_BANDS_FILE).unlink()  # a model saved before band signatures still loads
+    assert Stylizer.from_pretrained(tmp_path, device="cpu").stylize(content, "lines", 1.0).size == content.size
+
+
+def test_the_bundled_model_has_a_signature_per_preset() -> None:
+    stylizer = Stylizer.from_pretrained(device="cpu")
+    assert set(stylizer._preset_bands) == set(stylizer.presets)
+    assert all(signature.shape[-1] == BAND_QUANTILES for signature in stylizer._preset_bands.values())
+    assert isinstance(stylizer.stylize(Image.new("RGB", (64, 48), "grey"), "hokusai_great_wave_off_kanagawa"),
+                      Image.Image)
