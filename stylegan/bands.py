@@ -23,12 +23,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .images import luminance, resize_to_area
-from .palette import piecewise_linear
+from .palette import piecewise_linear, row_quantiles
 
 BAND_LEVELS = 6  # octaves of detail, 1-2 px up to 32-64 px at the signature's scale
 BAND_QUANTILES = 128
 SIGNATURE_SIDE = 640  # styles are measured at about this² pixels (the default texture side)
-FIT_VALUES = 1 << 16  # band values sampled to fit an image's quantiles (sorting more costs time)
+FIT_VALUES = 1 << 14  # band values sampled to fit an image's quantiles (sorting more costs time)
 _QUANTILE_LEVELS = (torch.arange(BAND_QUANTILES, dtype=torch.float64) + 0.5) / BAND_QUANTILES
 
 
@@ -64,8 +64,7 @@ def collapse(bands: list[Tensor], low: Tensor) -> Tensor:
 def _band_quantiles(band: Tensor) -> Tensor:
     """(B, 1, h, w) -> (B, BAND_QUANTILES), from an evenly strided sample of at most about FIT_VALUES values."""
     values = band.flatten(1).float()
-    values = values[:, ::max(1, values.shape[1] // FIT_VALUES)]
-    return torch.quantile(values, _QUANTILE_LEVELS.to(values), dim=1).T.contiguous()
+    return row_quantiles(values[:, ::max(1, values.shape[1] // FIT_VALUES)], _QUANTILE_LEVELS)
 
 
 def band_signature(images: Tensor) -> Tensor:

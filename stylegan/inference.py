@@ -470,8 +470,7 @@ class Stylizer:
         detail (None: at full resolution, tiled above `whole_image_pixels` or at `tile_size`).
         `palette` (`stylegan.palette.palette_of` the style): the network's result is moved `strength` of the
         way onto the style's colour distribution; `bands` (`stylegan.bands.band_signature` the style): then its
-        detail at every scale onto the style's, and the palette applied once more (the band transfer moves
-        luminance, the palette puts the colours back)."""
+        detail at every scale onto the style's."""
         height, width = pixels.shape[-2:]
         if texture_side is not None and height * width > texture_side ** 2:
             small = resize_to_area(pixels, texture_side)
@@ -494,8 +493,6 @@ class Stylizer:
             _transfer_palette_(result, palette, strength)
         if bands is not None and strength > 0:
             result = transfer_bands(result, bands, strength)
-            if palette is not None:
-                _transfer_palette_(result, palette, strength)
         if progress and whole:
             progress(1.0, "done")
         return result
