@@ -28,7 +28,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "hf_stand_in_token"
 REPO = "archive-lab/tiny-style"
 BROKEN_REPO = "archive-lab/missing-key"
-PULLED_FILES = {"config.json", "model.safetensors", "presets.json", "presets.safetensors", "palettes.safetensors", "preset_grams",
+PULLED_FILES = {"config.json", "model.safetensors", "presets.json", "presets.safetensors", "palettes.safetensors",
+                "bands.safetensors", "preset_grams",
                 "README.md", "sample_grid.png", "losses.png", "training.json"}
 
 pytestmark = pytest.mark.slow
