@@ -75,7 +75,7 @@ from benchmarks.metrics import (
 )
 from stylegan import Stylizer
 from stylegan.features import VGG19Features
-from stylegan.images import resize_long_side, to_tensor
+from stylegan.images import luminance, resize_long_side, to_tensor
 from stylegan.inference import DEFAULT_TEXTURE_SIDE
 from stylegan.losses import gram_matrix
 from training.validation import (
@@ -86,7 +86,6 @@ from training.validation import (
 )
 
 METRIC_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
-LUMINANCE = (0.299, 0.587, 0.114)  # BT.601
 SHEET_TILE = 160
 SHEET_LABEL = 14
 SPLITS = ("eval", "validation")
@@ -137,9 +136,8 @@ def gram_distance(image_grams: dict[str, torch.Tensor], style_grams: dict[str, t
 def luminance_ssim(output: torch.Tensor, content: torch.Tensor) -> float:
     if output.shape != content.shape:  # a method may round sizes differently; compare on the content's grid
         output = F.interpolate(output, size=content.shape[-2:], mode="bilinear", align_corners=False, antialias=True)
-    weights = torch.tensor(LUMINANCE).view(1, 3, 1, 1)
-    output_y = (output * weights).sum(1)[0].clamp(0, 1).numpy()
-    content_y = (content * weights).sum(1)[0].clamp(0, 1).numpy()
+    output_y = luminance(output)[0, 0].clamp(0, 1).numpy()
+    content_y = luminance(content)[0, 0].clamp(0, 1).numpy()
     return float(structural_similarity(output_y, content_y, data_range=1.0))
 
 
@@ -337,11 +335,9 @@ def averages(entries: list[dict[str, object]], style_names: list[str]) -> dict[s
 
 
 def flattened(entries: list[dict[str, object]]) -> dict[str, object]:
-    """Share (and count) of outputs that kept under FLAT_CONTRAST of their content's luminance contrast;
-    entries measured before the check have no say."""
-    kept = [entry["contrast_kept"] for entry in entries if "contrast_kept" in entry]
-    count = sum(value < FLAT_CONTRAST for value in kept)
-    return {"flattened": count / len(kept) if kept else float("nan"), "n_flattened": count}
+    """Share (and count) of outputs that kept under FLAT_CONTRAST of their content's luminance contrast."""
+    count = sum(entry["contrast_kept"] < FLAT_CONTRAST for entry in entries)
+    return {"flattened": count / len(entries), "n_flattened": count}
 
 
 def summarise(entries: list[dict[str, object]], seconds: float, style_names: list[str]) -> dict[str, object]:

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from stylegan.images import resize_long_side
+from stylegan.images import luminance, resize_long_side
 
 COLOUR_SIDE = 256
 COLOUR_DIRECTIONS = 64
@@ -87,6 +87,4 @@ FLAT_CONTRAST = 0.25  # an output with under a quarter of its content's luminanc
 def contrast_kept(output: Tensor, content: Tensor) -> float:
     """Standard deviation of the output's BT.601 luminance over the content's: near 0 when a method
     collapses the picture to a near-flat image (which no colour transfer can pull apart again)."""
-    weights = torch.tensor((0.299, 0.587, 0.114), dtype=output.dtype).view(1, 3, 1, 1)
-    spread = [float((image * weights.to(image.dtype)).sum(1).std()) for image in (output, content)]
-    return spread[0] / max(spread[1], 1e-6)
+    return float(luminance(output).std()) / max(float(luminance(content).std()), 1e-6)

@@ -5,8 +5,8 @@ SIGGRAPH 1995): split luminance into a Laplacian pyramid (Burt & Adelson, 1983),
 histogram onto the style's by quantile mapping (the 1-D optimal transport map), collapse. Heeger and
 Bergen start from noise to synthesise a texture; here the start is the network's result, so the
 content's structure stays where it is and only the amount and shape of detail at each scale follows
-the style: an etching's crisp lines sharpen edges, a soft oil sketch softens them, a woodcut's hard
-contrast comes out hard. Nothing is learnt, so it carries any style, seen or not.
+the style: an etching's crisp lines sharpen edges, a soft oil sketch softens them. Nothing is learnt,
+so it carries any style, seen or not.
 
 A style's *band signature* (`band_signature`) is the quantiles of its bands, measured with the style
 at about SIGNATURE_SIDE² pixels: small, cached per style and stored with presets; a weighted blend of

@@ -298,10 +298,11 @@ class Stylizer:
                 self._code_cache.move_to_end(key)
                 return self._code_cache[key]
         config = self.generator.config
-        pixels = resize_long_side(to_tensor(style), config.style_image_size)
+        full = to_tensor(style)
+        pixels = resize_long_side(full, config.style_image_size)
         statistics = style_statistics(self.vgg(pixels.to(self.device), config.style_layers), config.style_layers)
         entry = StyleEntry(self.generator.encode_style(statistics.to(self.dtype))[0].float(), mean_chroma(pixels),
-                           palette_of(pixels)[0], band_signature(to_tensor(style))[0])
+                           palette_of(pixels)[0], band_signature(full)[0])
         with self._cache_lock:
             self._code_cache[key] = entry
             while len(self._code_cache) > 64:
