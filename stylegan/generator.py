@@ -206,7 +206,7 @@ class Generator(nn.Module, PyTorchModelHubMixin,
 
         x = content
         for conv, norm in zip(self.encoder, self.encoder_norms):
-            x = F.relu(normalize(conv(x), norm.weight[None], norm.bias[None]))
+            x = F.relu(normalize(conv(x), norm.weight[None], norm.bias[None]), inplace=True)
         scales_and_shifts = self.to_modulation(code).split(
             [c for c in self.modulated_channels for _ in range(2)], dim=1)
         modulation = iter(zip(scales_and_shifts[0::2], scales_and_shifts[1::2]))
@@ -217,10 +217,10 @@ class Generator(nn.Module, PyTorchModelHubMixin,
 
         convs = iter(self.residual_convs)
         for _ in range(self.config.num_residual_blocks):
-            h = F.relu(modulate(next(convs)(x)))
+            h = F.relu(modulate(next(convs)(x)), inplace=True)
             x = x + modulate(next(convs)(h))
         for conv in self.decoder:
-            x = F.relu(modulate(upsample_conv(x, conv)))
+            x = F.relu(modulate(upsample_conv(x, conv)), inplace=True)
         # Bounded (tanh) so a style can recolour but never invert or saturate: |ΔA| < ½, |b| < 1.
         color = torch.tanh(self.to_color(code))
         matrix = 0.5 * color[:, :9].view(-1, 3, 3) + torch.eye(3, dtype=color.dtype, device=color.device)

@@ -89,14 +89,16 @@ def blend_palettes(palettes: Tensor, weights: Tensor) -> Tensor:
 def piecewise_linear(x: Tensor, xp: Tensor, fp: Tensor) -> Tensor:
     """Piecewise-linear maps of x (A, N) through increasing knots xp -> fp (A, Q), one per row; beyond
     the ends each map continues with slope 1 (a shift), so colours outside the fitted range move with
-    their neighbours."""
+    their neighbours. Each value costs one binary search and three lookups (its segment's left knot and
+    slope): the maps are applied to every pixel of every band."""
     xp = xp + torch.arange(xp.shape[-1], device=xp.device, dtype=xp.dtype) * 1e-6  # strictly increasing
-    index = torch.searchsorted(xp, x.contiguous()).clamp(1, xp.shape[-1] - 1)
-    x0, x1 = xp.gather(1, index - 1), xp.gather(1, index)
-    f0, f1 = fp.gather(1, index - 1), fp.gather(1, index)
-    inside = f0 + (x - x0) * (f1 - f0) / (x1 - x0)
-    below, above = x < xp[:, :1], x > xp[:, -1:]
-    return torch.where(below, x - xp[:, :1] + fp[:, :1], torch.where(above, x - xp[:, -1:] + fp[:, -1:], inside))
+    ones = torch.ones_like(xp[:, :1])
+    # Segment i (the index searchsorted gives) lies between knots i-1 and i; 0 and Q are the two ends.
+    slope = torch.cat([ones, (fp[:, 1:] - fp[:, :-1]) / (xp[:, 1:] - xp[:, :-1]), ones], dim=1)
+    left_x, left_f = torch.cat([xp[:, :1], xp], dim=1), torch.cat([fp[:, :1], fp], dim=1)
+    x = x.contiguous()
+    segment = torch.searchsorted(xp, x)
+    return torch.addcmul(left_f.gather(1, segment), x - left_x.gather(1, segment), slope.gather(1, segment))
 
 
 def identity_lut(size: int = LUT_SIZE, device: torch.device | str | None = None) -> Tensor:
@@ -129,12 +131,17 @@ def apply_lut(images: Tensor, tables: Tensor, strength: float | Tensor = 1.0) ->
     identity (per sample if a (B,) tensor); trilinear, differentiable with respect to `images`."""
     strength = torch.as_tensor(strength, dtype=tables.dtype, device=tables.device).reshape(-1, 1, 1, 1, 1)
     tables = torch.lerp(identity_lut(tables.shape[-1], tables.device).to(tables.dtype), tables, strength)
-    batch = images.shape[0]
-    # grid_sample's last grid axis is (x, y, z) = (W, H, D) = (b, g, r) of the table.
-    grid = (images.permute(0, 2, 3, 1).flip(-1) * 2 - 1)[:, None].to(tables.dtype)
-    out = F.grid_sample(tables.expand(batch, -1, -1, -1, -1), grid, mode="bilinear",
-                        padding_mode="border", align_corners=True)
-    return out[:, :, 0].to(images.dtype)
+    batch, _, height, width = images.shape
+    # grid_sample's last grid axis is (x, y, z) = (W, H, D) = (b, g, r) of the table. It runs the samples
+    # of a batch in parallel, one thread each: each image's pixels go in as `chunks` samples.
+    chunks = max(1, min(torch.get_num_threads() // batch, height))
+    rows = -(-height // chunks) * chunks
+    grid = images.permute(0, 2, 3, 1).flip(-1) * 2 - 1
+    grid = F.pad(grid, (0, 0, 0, 0, 0, rows - height)).reshape(batch * chunks, 1, 1, -1, 3).to(tables.dtype)
+    out = F.grid_sample(tables.expand(batch, -1, -1, -1, -1).repeat_interleave(chunks, dim=0), grid,
+                        mode="bilinear", padding_mode="border", align_corners=True)
+    out = out.view(batch, chunks, 3, -1).transpose(1, 2).reshape(batch, 3, rows, width)
+    return out[:, :, :height].to(images.dtype)
 
 
 def transfer_palette(images: Tensor, palettes: Tensor, strength: float | Tensor = 1.0) -> Tensor:

@@ -1,6 +1,8 @@
 """Palette transfer: reaches a style's colour distribution, exact identity at strength 0, differentiable."""
 from __future__ import annotations
 
+import numpy as np
+import pytest
 import torch
 
 from benchmarks.metrics import colour_distance
@@ -13,6 +15,7 @@ from stylegan.palette import (
     fit_lut,
     identity_lut,
     palette_of,
+    piecewise_linear,
     transfer_palette,
 )
 from stylegan.presets import Preset, load_presets, save_presets
@@ -41,6 +44,47 @@ def test_the_transfer_reaches_the_style_colours_and_strength_zero_is_the_identit
     halfway = apply_lut(content, table, 0.5)
     assert torch.allclose(halfway, (content + moved) / 2, atol=1e-5)  # tables blend linearly
     assert (apply_lut(content, identity_lut()[None]) - content).abs().max() < 1e-5
+
+
+def test_piecewise_maps_interpolate_the_knots_and_shift_beyond_them():
+    generator = torch.Generator().manual_seed(11)
+    xp = torch.rand(2, 16, generator=generator).sort(dim=1).values
+    xp[1, 5:9] = xp[1, 5]  # tied knots, as quantiles of an image with a flat area have
+    fp = torch.rand(2, 16, generator=generator).sort(dim=1).values
+    x = torch.rand(2, 1000, generator=generator) * 1.4 - 0.2
+    mapped = piecewise_linear(x, xp, fp)
+    for row in range(2):
+        inside = (x[row] > xp[row, 0]) & (x[row] < xp[row, -1])
+        knots = xp[row].double().numpy() + np.arange(16) * 1e-6  # ties are spread by 1e-6 per knot
+        expected = np.interp(x[row, inside].double().numpy(), knots, fp[row].double().numpy())
+        assert np.allclose(mapped[row, inside], expected, atol=1e-4)
+        below, above = x[row] < xp[row, 0], x[row] > xp[row, -1]
+        assert torch.allclose(mapped[row, below], x[row, below] - xp[row, 0] + fp[row, 0], atol=1e-4)
+        assert torch.allclose(mapped[row, above], x[row, above] - xp[row, -1] + fp[row, -1], atol=1e-4)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("height", [1, 7, 48])
+def test_a_table_is_applied_by_trilinear_interpolation_at_any_thread_count(threads, height):
+    image, table = smooth_image(12, height, 9), fit_lut(smooth_image(13), palette_of(smooth_image(14)))
+    # Trilinear interpolation written out: the 8 lattice corners around each colour, weighted.
+    size = table.shape[-1]
+    position = image[0].permute(1, 2, 0).reshape(-1, 3) * (size - 1)
+    low = position.floor().long().clamp(max=size - 2)
+    fraction = position - low
+    expected = torch.zeros(position.shape[0], 3)
+    for corner in range(8):
+        offset = torch.tensor([(corner >> 2) & 1, (corner >> 1) & 1, corner & 1])
+        weight = torch.where(offset.bool(), fraction, 1 - fraction).prod(1, keepdim=True)
+        r, g, b = (low + offset).unbind(1)
+        expected += weight * table[0][:, r, g, b].T
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        result = apply_lut(image, table)
+    finally:
+        torch.set_num_threads(previous)
+    assert torch.allclose(result[0].permute(1, 2, 0).reshape(-1, 3), expected, atol=1e-5)
 
 
 def test_a_grey_style_gives_a_grey_result():
