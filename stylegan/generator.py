@@ -38,9 +38,7 @@ class GeneratorConfig:
     style_layers: tuple[str, ...] = STYLE_LAYERS
     style_dim: int = 128
     style_hidden_dim: int = 256
-    # Long side at which a style image is read for its code: near the scale of the training views (128-256 px
-    # crops of half to all of the picture), and VGG19 to relu4_1 at 160 px costs ~90 ms on 2 CPU cores (256: ~240).
-    style_image_size: int = 160
+    style_image_size: int = 256  # long side at which a style image is read for its code
 
     def __post_init__(self) -> None:
         # JSON round trips turn tuples into lists.

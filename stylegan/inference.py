@@ -276,7 +276,7 @@ class Stylizer:
     # -- styles ------------------------------------------------------------------------------
     def style_code(self, style: StyleSource) -> Tensor:
         """(style_dim,) code of a preset name or a style image (cached by pixel hash)."""
-        return self.style_entry(style).code
+        return self._style_entry(style).code
 
     def style_chroma(self, style: Style) -> float | None:
         """Colourfulness (`mean_chroma`) of a style, or the weighted mean of a blend's; None where a
@@ -284,10 +284,7 @@ class Stylizer:
         return self._blended(style).chroma
 
     @torch.inference_mode()
-    def style_entry(self, style: StyleSource) -> StyleEntry:
-        """What stylising needs of a preset (as stored) or a style image (read at the model's
-        `style_image_size` for its code, palette and chroma, at its own resolution for its band signature;
-        cached by pixel hash)."""
+    def _style_entry(self, style: StyleSource) -> StyleEntry:
         if isinstance(style, str):
             if style not in self._preset_codes:
                 raise ValueError(f"unknown preset {style!r}; known presets: {sorted(self.presets)}")
@@ -319,14 +316,14 @@ class Stylizer:
     def _blended(self, style: Style) -> StyleEntry:
         """The entry of a style or a blend, each style image looked up once."""
         if isinstance(style, (str, Image.Image)):
-            return self.style_entry(style)
+            return self._style_entry(style)
         if not style:
             raise ValueError("no style given")
         weights = torch.tensor([float(weight) for _, weight in style])
         if (weights < 0).any() or weights.sum() <= 0 or not torch.isfinite(weights).all():
             raise ValueError(f"style weights must be ≥ 0 with a positive sum, got {weights.tolist()}")
         weights = weights / weights.sum()
-        entries = [self.style_entry(source) for source, _ in style]
+        entries = [self._style_entry(source) for source, _ in style]
         code = weights.to(entries[0].code) @ torch.stack([entry.code for entry in entries])
         chromas = [entry.chroma for entry in entries]
         chroma = None if None in chromas else float(sum(w * c for w, c in zip(weights.tolist(), chromas)))

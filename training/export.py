@@ -13,7 +13,6 @@ from PIL import Image
 from stylegan.bands import band_signature
 from stylegan.features import VGG19Features
 from stylegan.images import mean_chroma, resize_long_side, to_tensor
-from stylegan.inference import Stylizer
 from stylegan.optimize import REFINE_STYLE_LAYERS, image_grams
 from stylegan.palette import palette_of
 from stylegan.presets import PRESET_GRAM_LONG_SIDE, Preset, save_preset_bands, save_preset_grams, save_presets
@@ -61,27 +60,6 @@ def preset_bands(paths: dict[str, Path]) -> dict[str, torch.Tensor]:
         with Image.open(path) as image:
             signatures[name] = band_signature(to_tensor(image.convert("RGB")))[0]
     return signatures
-
-
-def reread_presets(model_dir: str | Path, style_folder: str | Path) -> None:
-    """Recompute the code, palette, chroma and band signature of every preset of the exported model in
-    `model_dir` from its style file in `style_folder` (matched by file stem), as `Stylizer.style_entry` reads
-    any style image: after a change to how style images are read (e.g. the config's `style_image_size`), a
-    preset stays what uploading its image gives."""
-    stylizer = Stylizer.from_pretrained(model_dir, device="cpu")
-    files = {path.stem: path for path in Path(style_folder).iterdir() if path.is_file()}
-    missing = sorted(set(stylizer.presets) - set(files))
-    if missing:
-        raise FileNotFoundError(f"no style file in {style_folder} for the presets {missing}")
-    entries = {}
-    for name in stylizer.presets:
-        with Image.open(files[name]) as image:
-            entries[name] = stylizer.style_entry(image.convert("RGB"))
-    presets = [dataclasses.replace(preset, chroma=round(entries[name].chroma, 5))
-               for name, preset in stylizer.presets.items()]
-    save_presets(model_dir, presets, {name: entry.code for name, entry in entries.items()},
-                 {name: entry.palette for name, entry in entries.items()})
-    save_preset_bands(model_dir, {name: entry.bands for name, entry in entries.items()})
 
 
 def export_model(result: TrainResult, config: TrainConfig, run_dir: Path, *, sources: Path | None = None,

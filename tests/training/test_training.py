@@ -26,12 +26,12 @@ from stylegan.generator import Generator
 from stylegan.images import resize_long_side, to_tensor
 from stylegan.optimize import REFINE_STYLE_LAYERS, image_grams
 from stylegan.palette import PALETTE_ITERATIONS, PALETTE_QUANTILES
-from stylegan.presets import PRESET_GRAM_LONG_SIDE, Preset, load_presets, save_presets
+from stylegan.presets import PRESET_GRAM_LONG_SIDE, Preset
 from training.batches import build_style_bank, sample_batch, style_view
 from training.checkpoint import list_checkpoints
 from training.config import ADVERSARIAL_KINDS, PRESETS, TrainConfig, load_config
 from training.data import hue_saturation_matrix, read_folder
-from training.export import export_model, reread_presets
+from training.export import export_model
 from training.model_card import TAGS, presets_table, write_model_card
 from training.steps import discriminator_step, generator_step, training_step
 from training.trainer import NonFiniteLossError, train
@@ -243,24 +243,6 @@ def test_init_from_starts_a_new_run_from_an_exported_model_and_the_card_says_so(
     resumed = run_training(tiny(steps=1), image_folders, tmp_path / "second", vgg, resume=True)
     assert resumed.initialized_from == started.initialized_from and resumed.initialized_from["steps"] == 2
     assert "Trained from scratch" in (export_dir / "README.md").read_text()
-
-
-def test_reread_presets_makes_each_preset_what_its_style_image_gives(image_folders, vgg, tmp_path):
-    config = tiny(steps=0)
-    export_dir = export_model(run_training(config, image_folders, tmp_path, vgg), config, tmp_path)
-    presets, codes, palettes = load_presets(export_dir)
-    save_presets(export_dir, list(presets.values()), {name: torch.zeros_like(code) for name, code in codes.items()},
-                 palettes)  # stale codes, as after a change to how style images are read
-    reread_presets(export_dir, image_folders.style_dir)
-    stylizer = Stylizer.from_pretrained(export_dir, device="cpu")
-    for path in sorted(image_folders.style_dir.iterdir()):
-        image = Image.open(path).convert("RGB")
-        from_image, preset = stylizer.style_entry(image), stylizer.style_entry(path.stem)
-        assert torch.equal(preset.code, from_image.code) and torch.equal(preset.palette, from_image.palette)
-        assert torch.equal(preset.bands, from_image.bands)
-        assert preset.chroma == pytest.approx(from_image.chroma, abs=1e-5)
-    with pytest.raises(FileNotFoundError, match="no style file"):
-        reread_presets(export_dir, image_folders.content_dir)
 
 
 def test_every_sample_reads_a_fresh_augmented_view_of_its_style(data, vgg):
