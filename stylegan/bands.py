@@ -67,17 +67,17 @@ def _band_quantiles(band: Tensor) -> Tensor:
     return row_quantiles(values[:, ::max(1, values.shape[1] // FIT_VALUES)], _QUANTILE_LEVELS)
 
 
-def band_signature(images: Tensor, side: int | None = SIGNATURE_SIDE) -> Tensor:
+def band_signature(images: Tensor) -> Tensor:
     """(B, 3, H, W) style images in [0, 1] -> (B, BAND_LEVELS, BAND_QUANTILES) quantiles of their luminance
-    bands, each image measured at about `side`² pixels (enlarged if smaller: a small style image has no fine
-    detail to give), or as it is with `side=None` (training's style views, at the scale of its crops)."""
+    bands, each image measured at about SIGNATURE_SIDE² pixels (enlarged if smaller: a small style
+    image has no fine detail to give)."""
     height, width = images.shape[-2:]
-    scale = 1.0 if side is None else side / math.sqrt(height * width)
+    scale = SIGNATURE_SIDE / math.sqrt(height * width)
     if scale > 1:
         size = (round(height * scale), round(width * scale))
         images = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
-    elif scale < 1:
-        images = resize_to_area(images, side)
+    else:
+        images = resize_to_area(images, SIGNATURE_SIDE)
     bands, _ = laplacian_pyramid(luminance(images.detach().float()), BAND_LEVELS)
     if len(bands) < BAND_LEVELS:
         raise ValueError(f"a style image needs at least {2 ** BAND_LEVELS} px a side, got {(height, width)}")
@@ -103,26 +103,15 @@ def transfer_bands(images: Tensor, signature: Tensor, strength: float = 1.0) -> 
         raise ValueError(f"one image at a time, got a batch of {images.shape[0]}")
     if strength == 0:
         return images.clone()
-    change = _luminance_change(images, signature[None], level_offset(*images.shape[-2:]), strength)
-    return (images + change.to(images.dtype)).clamp(0, 1)
-
-
-def transfer_bands_batch(images: Tensor, signatures: Tensor, strength: Tensor) -> Tensor:
-    """(B, 3, h, w) in [0, 1], each image's luminance bands moved `strength[b]` of the way onto its
-    `signatures[b]` (B, L, Q), band k onto band k: for training, whose crops and style views (measured with
-    `band_signature(views, side=None)`) show pictures of about one size. Differentiable with respect to
-    `images`; the maps are fitted without gradient, as the palette's tables are."""
-    change = _luminance_change(images, signatures, 0, strength.to(images.dtype).view(-1, 1, 1, 1))
-    return (images + change.to(images.dtype)).clamp(0, 1)
-
-
-def _luminance_change(images: Tensor, signatures: Tensor, offset: int, strength: float | Tensor) -> Tensor:
-    """(B, 1, H, W): what moving each image's band `offset + k` onto `signatures[:, k]` changes in its luminance."""
+    offset = level_offset(*images.shape[-2:])
+    levels = offset + signature.shape[0]
     y = luminance(images.float())
-    bands, low = laplacian_pyramid(y, offset + signatures.shape[1])
-    targets = signatures.to(y)
+    bands, low = laplacian_pyramid(y, levels)
+    target_quantiles = signature.to(y)
     for level in range(max(0, offset), len(bands)):
         band = bands[level]
-        mapped = piecewise_linear(band.flatten(1), _band_quantiles(band.detach()), targets[:, level - offset])
-        bands[level] = torch.lerp(band, mapped.view_as(band), strength)
-    return collapse(bands, low) - y
+        source = _band_quantiles(band)
+        mapped = piecewise_linear(band.flatten(1), source, target_quantiles[level - offset][None]).view_as(band)
+        bands[level] = torch.lerp(band, mapped, strength)
+    change = collapse(bands, low) - y
+    return (images + change.to(images.dtype)).clamp(0, 1)

@@ -14,7 +14,6 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from stylegan.bands import band_signature
 from stylegan.features import VGG19Features
 from stylegan.generator import channel_moments, style_statistics
 from stylegan.images import resize_long_side
@@ -33,7 +32,6 @@ class Batch:
     target_grams: dict[str, Tensor]  # layer -> (B, C, C) normalised Grams of each style view
     target_moments: dict[str, tuple[Tensor, Tensor]]  # layer -> per-channel (mean, std), each (B, C)
     palettes: Tensor  # (B, K, 3, Q) each style view's palette (`stylegan.palette`)
-    bands: Tensor | None  # (B, L, Q) each style view's band signature at its own scale (`bands_in_loss`), or None
     strength: Tensor  # (B,) 0 (learn the identity) or 1 (full style)
 
 
@@ -101,6 +99,5 @@ def sample_batch(contents: Folder, bank: StyleBank, config: TrainConfig, generat
         moments = channel_moments(features, layers)
         statistics = style_statistics(features, config.generator.style_layers, moments)
         palettes = palette_of(views)
-        bands = band_signature(views, side=None) if config.bands_in_loss else None
     return Batch(content.to(device), style_crops, statistics, grams,
-                 {name: moments[name] for name in config.style_layers}, palettes, bands, strength.to(device))
+                 {name: moments[name] for name in config.style_layers}, palettes, strength.to(device))

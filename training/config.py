@@ -6,7 +6,6 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stylegan.bands import BAND_LEVELS
 from stylegan.discriminator import DiscriminatorConfig
 from stylegan.features import LAYER_NAMES
 from stylegan.generator import GeneratorConfig
@@ -37,9 +36,7 @@ class TrainConfig:
     # Losses: total = λadv·adv + λc·content + λs·Gram style (+ λms·mean/std style, + identity for
     # strength-0 samples, + TV), content and style each relative to their target's size
     # (stylegan.losses.relative_*). With `palette_in_loss` the output is first moved onto the style
-    # view's palette (stylegan.palette), as inference does, so the network learns texture, not colour;
-    # with `bands_in_loss` also onto the view's band signature (stylegan.bands, band k of the crop onto band
-    # k of the view: both show pictures of roughly one size), so it learns what those cannot add.
+    # view's palette (stylegan.palette), as inference does, so the network learns texture, not colour.
     adversarial_loss: str = "lsgan"
     adversarial_weight: float = 0.1
     content_weight: float = 1.0
@@ -49,7 +46,6 @@ class TrainConfig:
     tv_weight: float = 0.0
     gradient_penalty_weight: float = 10.0
     palette_in_loss: bool = True
-    bands_in_loss: bool = False
     content_layer: str = "relu4_1"
     style_layers: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
     identity_probability: float = 0.15  # share of samples trained at strength 0
@@ -86,11 +82,6 @@ class TrainConfig:
             raise ValueError(f"unknown VGG19 layers {sorted(unknown)}")
         if self.crop_size % 4:
             raise ValueError(f"crop_size must be a multiple of 4, got {self.crop_size}")
-        if self.bands_in_loss and not self.palette_in_loss:
-            raise ValueError("bands_in_loss follows the palette, as at inference: it needs palette_in_loss")
-        if self.bands_in_loss and self.style_view_size < 2 ** BAND_LEVELS:
-            raise ValueError(f"bands_in_loss needs style views of at least {2 ** BAND_LEVELS} px, "
-                             f"got style_view_size {self.style_view_size}")
         if self.style_view_size < self.crop_size:
             raise ValueError(f"style_view_size {self.style_view_size} must be at least crop_size {self.crop_size}")
         if self.discriminator.style_statistics_dim != self.generator.style_statistics_dim:

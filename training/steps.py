@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stylegan import losses
-from stylegan.bands import transfer_bands_batch
 from stylegan.features import VGG19Features
 from stylegan.palette import apply_lut, fit_lut
 
@@ -32,18 +31,14 @@ def unwrap(generator: nn.Module) -> nn.Module:
 
 
 def stylize_batch(generator: nn.Module, batch: Batch, config: TrainConfig) -> Tensor:
-    """The generator's output, moved onto each style view's palette (`palette_in_loss`), then its bands
-    (`bands_in_loss`), as at inference; the maps are fitted without gradient, the image goes through them
-    with gradient."""
+    """The generator's output, moved onto each style view's palette as at inference (`palette_in_loss`;
+    the table is fitted without gradient, the image goes through it with gradient)."""
     module = unwrap(generator)
     code = module.blend(module.encode_style(batch.style_statistics), batch.strength)
     output = generator(batch.content, code)
     if not config.palette_in_loss:
         return output
-    output = apply_lut(output, fit_lut(output.float(), batch.palettes), batch.strength)
-    if not config.bands_in_loss:
-        return output
-    return transfer_bands_batch(output, batch.bands, batch.strength)
+    return apply_lut(output, fit_lut(output.float(), batch.palettes), batch.strength)
 
 
 def discriminator_step(generator: nn.Module, discriminator: nn.Module, optimizer: torch.optim.Optimizer,

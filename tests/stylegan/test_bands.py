@@ -16,7 +16,6 @@ from stylegan.bands import (
     collapse,
     laplacian_pyramid,
     transfer_bands,
-    transfer_bands_batch,
 )
 from stylegan.generator import Generator, GeneratorConfig
 from stylegan.images import luminance, to_pil, to_tensor
@@ -72,22 +71,6 @@ def test_a_crisp_style_sharpens_and_a_soft_one_softens_luminance_only() -> None:
     assert unclamped.float().mean() > 0.9
     assert torch.allclose(change[:, 0][unclamped], change[:, 1][unclamped], atol=1e-6)  # luminance only
     assert (transfer_bands(content, band_signature(soft)[0], 0.0) == content).all()
-
-
-def test_a_batch_moves_each_image_onto_its_own_views_signature_with_gradient() -> None:
-    side = 96
-    content = torch.cat([scene(side, 4), scene(side, 5)]).clamp(0.05, 0.95) + 0.02 * torch.rand(2, 3, side, side)
-    views = torch.cat([crisp_lines(2 * side)[..., :side, :side], scene(side, 6)])  # at the crops' own scale
-    signatures = band_signature(views, side=None)
-    assert signatures.shape == (2, BAND_LEVELS, BAND_QUANTILES)
-    content.requires_grad_(True)
-    moved = transfer_bands_batch(content, signatures, torch.tensor([1.0, 0.0]))
-    assert fine_detail(moved[:1]) > 3 * fine_detail(content[:1].detach())  # the lines' crisp detail
-    assert torch.allclose(moved[1], content[1], atol=1e-5)  # strength 0 for the second
-    alone = transfer_bands_batch(content[:1], signatures[:1], torch.tensor([1.0]))
-    assert torch.allclose(moved[:1], alone, atol=1e-6)  # each image on its own signature
-    moved[0].sum().backward()
-    assert content.grad is not None and content.grad[0].abs().sum() > 0
 
 
 def test_bands_are_paired_by_scale_relative_to_the_picture() -> None:

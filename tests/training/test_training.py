@@ -20,7 +20,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from stylegan import Stylizer
-from stylegan.bands import BAND_LEVELS, BAND_QUANTILES, band_signature
+from stylegan.bands import band_signature
 from stylegan.discriminator import Discriminator
 from stylegan.generator import Generator
 from stylegan.images import resize_long_side, to_tensor
@@ -33,7 +33,7 @@ from training.config import ADVERSARIAL_KINDS, PRESETS, TrainConfig, load_config
 from training.data import hue_saturation_matrix, read_folder
 from training.export import export_model
 from training.model_card import TAGS, presets_table, write_model_card
-from training.steps import discriminator_step, generator_step, stylize_batch, training_step
+from training.steps import discriminator_step, generator_step, training_step
 from training.trainer import NonFiniteLossError, train
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -132,23 +132,6 @@ def test_a_few_dozen_generator_steps_on_one_batch_lower_its_loss(data, vgg):
     losses = [generator_step(generator, discriminator, vgg, g_optimizer, batch, config)["g_total"]
               for _ in range(30)]
     assert losses[-1] < 0.7 * losses[0], losses
-
-
-def test_with_the_band_transfer_in_the_loss_generator_steps_still_lower_it(data, vgg):
-    config = tiny(bands_in_loss=True, style_view_size=64)
-    contents, bank = data
-    generator, discriminator, g_optimizer, _ = make_models(config)
-    batch = sample_batch(contents, bank, config, torch.Generator().manual_seed(5), CPU, vgg)
-    assert batch.bands.shape == (config.batch_size, BAND_LEVELS, BAND_QUANTILES)
-    with torch.no_grad():
-        plain = stylize_batch(generator, batch, dataclasses.replace(config, bands_in_loss=False))
-        assert (stylize_batch(generator, batch, config) - plain).abs().max() > 0.01  # the bands moved
-    losses = [generator_step(generator, discriminator, vgg, g_optimizer, batch, config)["g_total"]
-              for _ in range(30)]
-    assert losses[-1] < 0.8 * losses[0], losses  # (less room than without: the bands set part of the detail)
-    for changes in ({"palette_in_loss": False}, {"style_view_size": 40}):
-        with pytest.raises(ValueError, match="bands_in_loss"):
-            tiny(bands_in_loss=True, **changes)
 
 
 @pytest.mark.parametrize("kind", ADVERSARIAL_KINDS)
