@@ -72,9 +72,9 @@ from benchmarks.metrics import (
     colour_distance,
     contrast_kept,
     gram_hw,
-    identification_distance,
     identification_distances_by_layer,
     identification_rate,
+    mean_over_layers,
 )
 from stylegan import Stylizer
 from stylegan.features import VGG19Features
@@ -181,11 +181,10 @@ def measure(output: Image.Image, content_index: int, style_index: int, refs: Ref
     output_grams, output_identity_grams = grams(vgg, output_pixels)
     before = gram_distance(refs.content_grams[content_index], refs.style_grams[style_index])
     after = gram_distance(output_grams, refs.style_grams[style_index])
-    by_layer = [identification_distances_by_layer(output_identity_grams, style) for style in refs.style_identity_grams]
+    per_style = [identification_distances_by_layer(output_identity_grams, style) for style in refs.style_identity_grams]
     return {"colour_distance": colour_distance(to_tensor(output), refs.style_colours[style_index]),
-            "identification_distances": [identification_distance(output_identity_grams, style)
-                                         for style in refs.style_identity_grams],
-            "identification_distances_by_layer": {name: [distances[name] for distances in by_layer]
+            "identification_distances": [mean_over_layers(distances) for distances in per_style],
+            "identification_distances_by_layer": {name: [distances[name] for distances in per_style]
                                                   for name in METRIC_LAYERS},
             "log10_gram_distance_content": math.log10(before), "log10_gram_distance_output": math.log10(after),
             "gram_gain": math.log10(before) - math.log10(after),
@@ -338,10 +337,10 @@ def averages(entries: list[dict[str, object]], style_names: list[str]) -> dict[s
             "style_identified": identified, "n_identified": round(identified * count),
             "gram_gain": float(np.mean([entry["gram_gain"] for entry in entries])),
             "ssim": float(np.mean([entry["ssim"] for entry in entries])), **flattened(entries), "n_pairs": count,
-            "by_layer": by_layer(entries, used)}
+            "by_layer": layer_breakdown(entries, used)}
 
 
-def by_layer(entries: list[dict[str, object]], used: list[int]) -> dict[str, dict[str, float]]:
+def layer_breakdown(entries: list[dict[str, object]], used: list[int]) -> dict[str, dict[str, float]]:
     """Per METRIC_LAYERS layer: the share of outputs its Gram distance alone identifies, and its share of the
     identification distance (which averages the layers, so the layer with the largest Grams decides)."""
     layer_distances = {name: np.array([entry["identification_distances_by_layer"][name] for entry in entries])

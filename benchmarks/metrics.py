@@ -66,9 +66,14 @@ def identification_distances_by_layer(image_grams: Mapping[str, Tensor],
     return {name: torch.mean((image_grams[name] - style_grams[name]) ** 2).item() for name in image_grams}
 
 
+def mean_over_layers(distances_by_layer: Mapping[str, float]) -> float:
+    """The identification distance from `identification_distances_by_layer`: the mean over the layers."""
+    return float(np.mean(list(distances_by_layer.values())))
+
+
 def identification_distance(image_grams: Mapping[str, Tensor], style_grams: Mapping[str, Tensor]) -> float:
-    """Mean over the layers of `identification_distances_by_layer`."""
-    return float(np.mean(list(identification_distances_by_layer(image_grams, style_grams).values())))
+    """Mean over the layers of the mean squared difference of the Gram entries (same layers in both)."""
+    return mean_over_layers(identification_distances_by_layer(image_grams, style_grams))
 
 
 def nearest_styles(distances: np.ndarray) -> np.ndarray:
