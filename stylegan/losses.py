@@ -67,6 +67,26 @@ def mean_std_loss(features: Mapping[str, Tensor], target_moments: Mapping[str, t
     return total / len(target_moments)
 
 
+def contrastive_style_loss(features: Mapping[str, Tensor], target_grams: Mapping[str, Tensor],
+                           temperature: float = 1.0) -> Tensor:
+    """Style as identification across the batch: InfoNCE (Oord et al., 2018) over Gram distances, a
+    contrastive style term in the spirit of Chen et al. (2021) and Zhang et al. (2022, CAST).
+
+    d_ij = mean over layers of ‖G_i - A_j‖² / ‖A_j‖² between output i and sample j's style target;
+    logits_ij = -log(d_ij) / τ, so only ratios of distances count (caffe-scale activations put the
+    layers orders of magnitude apart). Each output has to be nearer its own style than the batch's
+    others: one texture for every style, which the Gram loss alone tolerates, is penalised.
+    Needs at least two samples; (B, C, C) targets.
+    """
+    distances = 0
+    for name, target in target_grams.items():
+        gram = gram_matrix(features[name])
+        error = (gram[:, None] - target[None]).square().sum(dim=(2, 3))  # (B outputs, B targets)
+        distances = distances + error / target.square().sum(dim=(1, 2)).clamp_min(1e-8)[None]
+    logits = -torch.log(distances / len(target_grams) + 1e-8) / temperature
+    return F.cross_entropy(logits, torch.arange(logits.shape[0], device=logits.device))
+
+
 def total_variation_loss(images: Tensor) -> Tensor:
     """Anisotropic TV: mean |x[i+1] - x[i]| over both image axes."""
     return ((images[..., 1:, :] - images[..., :-1, :]).abs().mean()

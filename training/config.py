@@ -33,8 +33,8 @@ class TrainConfig:
     hue_rotation_probability: float = 0.5
     saturation_range: tuple[float, float] = (0.6, 1.4)
     photo_style_probability: float = 0.1
-    # Losses: total = λadv·adv + λc·content + λs·Gram style (+ λms·mean/std style, + identity for
-    # strength-0 samples, + TV), content and style each relative to their target's size
+    # Losses: total = λadv·adv + λc·content + λs·Gram style (+ λms·mean/std style, + contrastive style,
+    # + identity for strength-0 samples, + TV), content and style each relative to their target's size
     # (stylegan.losses.relative_*). With `palette_in_loss` the output is first moved onto the style
     # view's palette (stylegan.palette), as inference does, so the network learns texture, not colour.
     adversarial_loss: str = "lsgan"
@@ -46,6 +46,11 @@ class TrainConfig:
     tv_weight: float = 0.0
     gradient_penalty_weight: float = 10.0
     palette_in_loss: bool = True
+    # Contrastive style term (stylegan.losses.contrastive_style_loss): each output nearer its own
+    # style view's Grams than the batch's other views', at `contrastive_layers` (a subset of style_layers).
+    contrastive_weight: float = 0.0
+    contrastive_layers: tuple[str, ...] = ("relu3_1", "relu4_1")
+    contrastive_temperature: float = 1.0
     content_layer: str = "relu4_1"
     style_layers: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
     identity_probability: float = 0.15  # share of samples trained at strength 0
@@ -71,6 +76,7 @@ class TrainConfig:
         if isinstance(self.discriminator, dict):
             self.discriminator = DiscriminatorConfig(**self.discriminator)
         self.style_layers = tuple(self.style_layers)
+        self.contrastive_layers = tuple(self.contrastive_layers)
         self.style_crop_range = tuple(self.style_crop_range)
         self.saturation_range = tuple(self.saturation_range)
         self.betas = tuple(self.betas)
@@ -80,6 +86,8 @@ class TrainConfig:
         unknown = {self.content_layer, *self.style_layers} - set(LAYER_NAMES)
         if unknown:
             raise ValueError(f"unknown VGG19 layers {sorted(unknown)}")
+        if not set(self.contrastive_layers) <= set(self.style_layers):
+            raise ValueError(f"contrastive_layers {self.contrastive_layers} must be among style_layers {self.style_layers}")
         if self.crop_size % 4:
             raise ValueError(f"crop_size must be a multiple of 4, got {self.crop_size}")
         if self.style_view_size < self.crop_size:

@@ -75,7 +75,8 @@ def discriminator_step(generator: nn.Module, discriminator: nn.Module, optimizer
 def generator_step(generator: nn.Module, discriminator: nn.Module, vgg: VGG19Features,
                    optimizer: torch.optim.Optimizer, batch: Batch, config: TrainConfig,
                    stylized: Tensor | None = None) -> dict[str, float]:
-    """ℓ_total = λadv·ℓ_adv + λc·ℓ_content + λs·ℓ_style (+ λms·mean/std style, + identity at strength 0, + TV).
+    """ℓ_total = λadv·ℓ_adv + λc·ℓ_content + λs·ℓ_style (+ λms·mean/std style, + contrastive style,
+    + identity at strength 0, + TV).
 
     `stylized`: the generator's output for this batch with its graph, if already computed.
     """
@@ -89,20 +90,26 @@ def generator_step(generator: nn.Module, discriminator: nn.Module, vgg: VGG19Fea
             stylized = stylize_batch(generator, batch, config)
         features = {name: value.float() for name, value in vgg(stylized, layers).items()}
         content = losses.relative_content_loss(features[config.content_layer], content_features.float())
-        style = moments = adversarial = torch.zeros((), device=stylized.device)
+        style = moments = adversarial = contrastive = torch.zeros((), device=stylized.device)
         if styled.any():
             styled_features = {name: features[name][styled] for name in config.style_layers}
             style = losses.relative_style_loss(
                 styled_features, {name: batch.target_grams[name][styled] for name in config.style_layers})
             moments = losses.mean_std_loss(
                 styled_features, {name: (mean[styled], std[styled]) for name, (mean, std) in batch.target_moments.items()})
+            if config.contrastive_weight and int(styled.sum()) > 1:
+                contrastive = losses.contrastive_style_loss(
+                    {name: styled_features[name] for name in config.contrastive_layers},
+                    {name: batch.target_grams[name][styled] for name in config.contrastive_layers},
+                    config.contrastive_temperature)
             conditioning = unwrap(generator).standardize_style(batch.style_statistics[styled])
             adversarial = g_loss_fn(discriminator(stylized[styled], conditioning).float())
         total = losses.total_generator_loss(config.adversarial_weight * adversarial, content, style,
                                             config.content_weight, config.style_weight)
-        total = total + config.mean_std_weight * moments
+        total = total + config.mean_std_weight * moments + config.contrastive_weight * contrastive
         result = {"content": content.detach().item(), "style": style.detach().item(),
-                  "mean_std": moments.detach().item(), "g_adv": adversarial.detach().item()}
+                  "mean_std": moments.detach().item(),
+                  "contrastive": contrastive.detach().item(), "g_adv": adversarial.detach().item()}
         if (~styled).any():
             identity = F.mse_loss(stylized[~styled].float(), batch.content[~styled])
             total = total + config.identity_weight * identity

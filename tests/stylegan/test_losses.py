@@ -1,6 +1,8 @@
 """Loss functions against hand-computed values and their defining properties."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -23,6 +25,26 @@ def test_style_loss_matches_the_seed_formula() -> None:
     loss = losses.style_loss({"l": features}, {"l": losses.gram_matrix(style)})
     assert torch.allclose(loss, expected)
     assert losses.style_loss({"l": style}, {"l": losses.gram_matrix(style)}) == 0
+
+
+def test_contrastive_style_loss_rewards_each_output_nearest_its_own_style() -> None:
+    generator = torch.Generator().manual_seed(0)
+    styles = torch.rand(4, 3, 6, 6, generator=generator) * torch.tensor([1.0, 2.0, 3.0, 4.0])[:, None, None, None]
+    targets = {"l": losses.gram_matrix(styles)}
+    matched = losses.contrastive_style_loss({"l": styles + 0.01 * torch.rand(4, 3, 6, 6, generator=generator)}, targets)
+    shuffled = losses.contrastive_style_loss({"l": styles[[1, 2, 3, 0]]}, targets)
+    assert matched < 0.1 < math.log(4) < shuffled
+    # One texture for every style: the output says nothing about which style it was given.
+    same = torch.rand(1, 3, 6, 6, generator=generator).expand(4, -1, -1, -1)
+    assert torch.isclose(losses.contrastive_style_loss({"l": same}, {"l": losses.gram_matrix(same)}),
+                         torch.tensor(math.log(4)))
+    # Only distance ratios count: scaling a layer's activations (and so its Grams ×s²) changes nothing.
+    outputs = torch.rand(4, 3, 6, 6, generator=generator, requires_grad=True)
+    base = losses.contrastive_style_loss({"l": outputs}, targets)
+    scaled = losses.contrastive_style_loss({"l": 7 * outputs}, {"l": 49 * targets["l"]})
+    assert torch.isclose(base, scaled, rtol=1e-4)
+    base.backward()
+    assert outputs.grad.abs().sum() > 0 and outputs.grad.isfinite().all()
 
 
 def test_content_and_total_variation() -> None:

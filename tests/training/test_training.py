@@ -134,6 +134,22 @@ def test_a_few_dozen_generator_steps_on_one_batch_lower_its_loss(data, vgg):
     assert losses[-1] < 0.7 * losses[0], losses
 
 
+def test_the_contrastive_style_term_enters_the_generator_loss(data, vgg):
+    contents, bank = data
+    batch = sample_batch(contents, bank, tiny(), torch.Generator().manual_seed(5), CPU, vgg)
+    batch = dataclasses.replace(batch, strength=torch.ones(2))
+    results = {}
+    for weight in (0.0, 1.0):
+        config = tiny(contrastive_weight=weight)
+        generator, discriminator, g_optimizer, _ = make_models(config)
+        results[weight] = generator_step(generator, discriminator, vgg, g_optimizer, batch, config)
+    assert results[0.0]["contrastive"] == 0
+    assert results[1.0]["contrastive"] > 0
+    assert results[1.0]["g_total"] == pytest.approx(results[0.0]["g_total"] + results[1.0]["contrastive"], rel=1e-5)
+    with pytest.raises(ValueError, match="contrastive_layers"):
+        tiny(contrastive_layers=("relu4_2",))
+
+
 @pytest.mark.parametrize("kind", ADVERSARIAL_KINDS)
 def test_every_adversarial_loss_runs_a_step(kind, data, vgg):
     config = tiny(adversarial_loss=kind)
