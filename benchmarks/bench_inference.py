@@ -102,10 +102,12 @@ def worker(args: argparse.Namespace) -> dict[str, object]:
 
         device = "cuda" if args.worker == "ours-gpu" else "cpu"
         backend = "onnx" if args.worker.startswith("ours-onnx") else "torch"
-        stylizer = Stylizer.from_pretrained(args.model, device=device, backend=backend)
+        # "ours-style-code-float32": a new style read by float32 VGG19 instead of int8 (the CPU default)
+        stylizer = Stylizer.from_pretrained(args.model, device=device, backend=backend,
+                                            int8_style_features=False if args.worker.endswith("float32") else None)
         result["model"] = {"repo": stylizer.model_info.repo, "revision": stylizer.model_info.revision}
         synchronize = torch.cuda.synchronize if device == "cuda" else None
-        if args.worker == "ours-style-code":
+        if args.worker.startswith("ours-style-code"):
             styles = [image for image, _ in style_images(args.data, args.repeats + 1)]
             stylizer.style_code(styles[0])  # warm-up
             new_styles = iter(styles[1:])  # every timed call meets a style it has not cached
@@ -196,7 +198,7 @@ def run_all(args: argparse.Namespace) -> dict[str, object]:
                     continue
                 print(f"  {method} at {size_label(size)} ...", file=sys.stderr, flush=True)
                 results.append(run_worker(method, size, args, onnx_cache))
-    style_methods = ["ours-style-code"] + ([] if args.no_peer else ["peer-style-vector"])
+    style_methods = ["ours-style-code", "ours-style-code-float32"] + ([] if args.no_peer else ["peer-style-vector"])
     for method in style_methods:
         print(f"  {method} ...", file=sys.stderr, flush=True)
         results.append(run_worker(method, (256, 256), args))
@@ -262,9 +264,13 @@ def format_report(report: dict[str, object]) -> str:
         lines += ["", (f"One-off first use of the onnx backend (export of both graphs, cached per weights hash, "
                        f"plus one whole and one tiled pass at 512²): {seconds}")]
     code, vector = find("ours-style-code", (256, 256)), find("peer-style-vector", (256, 256))
-    lines += ["", "One-off cost of a new style image (decoded; median over distinct, uncached styles):", "",
-              markdown_table(["", "ours: style code", "peer: style vector", "ours / peer"],
-                             [["seconds", time_of(code), time_of(vector), ratio(code, vector)]])]
+    float_code = find("ours-style-code-float32", (256, 256))
+    lines += ["", "One-off cost of a new style image (decoded; median over distinct, uncached styles; ours reads it "
+              "with VGG19 in int8 on the CPU, float32 for comparison):", "",
+              markdown_table(["", "ours: style code", "ours, float32 VGG19", "peer: style vector", "ours / peer",
+                              "ours / float32"],
+                             [["seconds", time_of(code), time_of(float_code), time_of(vector), ratio(code, vector),
+                               ratio(code, float_code)]])]
     gpu = find("ours-gpu", (GPU_FPS_SIZE, GPU_FPS_SIZE))
     if gpu and "error" not in gpu:
         lines += ["", (f"GPU ({gpu['gpu']}, {gpu['dtype']}) at {GPU_FPS_SIZE}²: {gpu['fps_end_to_end']:.1f} fps "

@@ -45,6 +45,8 @@ from .images import (
     to_tensor,
     upscale_with_detail,
 )
+from .int8_features import DEEPEST as INT8_DEEPEST
+from .int8_features import Int8StyleFeatures, can_read
 from .optimize import (
     OPTIMIZE_STEPS,
     OPTIMIZE_STYLE_LAYERS,
@@ -204,7 +206,8 @@ class Stylizer:
                  *, model_info: ModelInfo | None = None,
                  vgg: VGG19Features | None = None, device: torch.device | str | None = None,
                  backend: str = "torch", preset_grams: Mapping[str, Path] | None = None,
-                 preset_bands: Mapping[str, Tensor] | None = None) -> None:
+                 preset_bands: Mapping[str, Tensor] | None = None,
+                 int8_style_features: bool | None = None) -> None:
         self.device = torch.device(device) if device is not None else default_device()
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -217,6 +220,14 @@ class Stylizer:
         self.generator = generator.eval().requires_grad_(False).to(self.device, self.dtype,
                                                                     memory_format=torch.channels_last)
         self.vgg = (vgg or VGG19Features.pretrained()).to(self.device)
+        # A new style image is read by VGG19 in int8 on the CPU (`stylegan.int8_features`: ~2× faster, its
+        # statistics within 2 %); `int8_style_features=False` reads it in float32, None = int8 where it can run.
+        int8_possible = self.device.type == "cpu" and can_read(generator.config.style_layers)
+        if int8_style_features and not int8_possible:
+            raise ValueError("int8 style features need the CPU, an x86 quantised engine and style layers up to "
+                             f"{INT8_DEEPEST}")
+        self._style_features = (Int8StyleFeatures(self.vgg) if int8_possible and int8_style_features is not False
+                                else self.vgg)
         self.presets = dict(presets or {})
         self._preset_codes = {name: code.to(self.device, torch.float32) for name, code in (preset_codes or {}).items()}
         self._preset_palettes = dict(preset_palettes or {})
@@ -236,11 +247,12 @@ class Stylizer:
     def from_pretrained(cls, repo_or_path: str | os.PathLike | None = None, *, revision: str | None = None,
                         device: torch.device | str | None = None, cache_dir: str | os.PathLike | None = None,
                         local_files_only: bool = False, token: str | bool | None = None,
-                        backend: str = "torch") -> Stylizer:
+                        backend: str = "torch", int8_style_features: bool | None = None) -> Stylizer:
         """Load the bundled model (no argument), a local folder, or a Hub repo at a pinned revision.
 
         Weights are read from safetensors only, with strict key checking. `backend="onnx"` runs
         the generator in onnxruntime on the CPU (exported once per weights, then cached).
+        `int8_style_features`: see `Stylizer.__init__`.
         """
         if repo_or_path is None:
             folder, repo = DEFAULT_MODEL_DIR, BUNDLED_REPO
@@ -252,11 +264,12 @@ class Stylizer:
                                             allow_patterns=MODEL_FILES, local_files_only=local_files_only,
                                             token=token))
             repo = str(repo_or_path)
-        return cls.from_folder(folder, repo=repo, device=device, backend=backend)
+        return cls.from_folder(folder, repo=repo, device=device, backend=backend,
+                               int8_style_features=int8_style_features)
 
     @classmethod
     def from_folder(cls, folder: str | os.PathLike, *, repo: str, device: torch.device | str | None = None,
-                    backend: str = "torch") -> Stylizer:
+                    backend: str = "torch", int8_style_features: bool | None = None) -> Stylizer:
         folder = Path(folder)
         weights = folder / WEIGHTS_FILE
         if not weights.exists():
@@ -271,7 +284,7 @@ class Stylizer:
         return cls(generator, presets, codes, palettes,
                    model_info=ModelInfo(repo, revision, weights_sha256, str(folder)),
                    device=device, backend=backend, preset_grams=preset_gram_files(folder, presets),
-                   preset_bands=load_preset_bands(folder, presets))
+                   preset_bands=load_preset_bands(folder, presets), int8_style_features=int8_style_features)
 
     # -- styles ------------------------------------------------------------------------------
     def style_code(self, style: StyleSource) -> Tensor:
@@ -300,7 +313,8 @@ class Stylizer:
         config = self.generator.config
         full = to_tensor(style)
         pixels = resize_long_side(full, config.style_image_size)
-        statistics = style_statistics(self.vgg(pixels.to(self.device), config.style_layers), config.style_layers)
+        statistics = style_statistics(self._style_features(pixels.to(self.device), config.style_layers),
+                                      config.style_layers)
         entry = StyleEntry(self.generator.encode_style(statistics.to(self.dtype))[0].float(), mean_chroma(pixels),
                            palette_of(pixels)[0], band_signature(full)[0])
         with self._cache_lock:
