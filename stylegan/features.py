@@ -8,6 +8,7 @@ input (BGR, 0-255, minus the ImageNet mean pixel); this module takes our working
 from __future__ import annotations
 
 import functools
+import itertools
 from importlib import resources
 
 import torch
@@ -24,6 +25,9 @@ _VGG19_LAYOUT: tuple[tuple[str, int, int] | str, ...] = (
 )
 LAYER_NAMES: tuple[str, ...] = tuple(f"relu{spec[0]}" for spec in _VGG19_LAYOUT if spec != "pool")
 VGG_CHANNELS: dict[str, int] = {f"relu{spec[0]}": spec[2] for spec in _VGG19_LAYOUT if spec != "pool"}
+# ReLU outputs followed by a 2× max-pool.
+POOLED_LAYERS: frozenset[str] = frozenset(f"relu{spec[0]}" for spec, after in itertools.pairwise(_VGG19_LAYOUT)
+                                          if after == "pool")
 MIN_FEATURE_SIDE = 16  # px: relu5_1 sits behind four 2× max-pools
 STYLE_LAYERS: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
 CONTENT_LAYER = "relu4_1"

@@ -8,8 +8,9 @@ which full 8-bit activations can saturate (PyTorch's `reduce_range`).
 The scales (`ACTIVATION_SCALES`) are VGG19's, not a model's: `calibrate_activation_scales` over the
 171 training styles (`styles` + `styles_more` less the validation split) read at 256 px, with
 PyTorch's histogram observer (the scale minimising the L2 quantisation error). On training and
-validation styles the per-channel means and stds that a style code reads move by ≤ 2 % (relu4_1;
-≤ 0.3 % at relu1_1), well inside the differences between styles; see `tests/stylegan/test_int8_features.py`.
+On three training styles the per-channel means and stds that a style code reads moved by ≤ 1.7 %
+(relu4_1; ≤ 0.3 % at relu1_1), and the validation scores by one pair of 128 (README, "Reading a new style
+image"); see also `tests/stylegan/test_int8_features.py`.
 """
 from __future__ import annotations
 
@@ -22,11 +23,10 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.ao.quantization.observer import HistogramObserver
 
-from .features import CAFFE_BGR_MEAN, LAYER_NAMES, VGG19Features
+from .features import CAFFE_BGR_MEAN, LAYER_NAMES, POOLED_LAYERS, VGG19Features
 
 DEEPEST = "relu4_1"
-_CONV_NAMES = tuple(name.removeprefix("relu") for name in LAYER_NAMES[:LAYER_NAMES.index(DEEPEST) + 1])
-_POOL_AFTER = {"1_2", "2_2", "3_4"}
+LAYERS = LAYER_NAMES[:LAYER_NAMES.index(DEEPEST) + 1]  # every ReLU output up to DEEPEST, in order
 _LEVELS = 127  # 7-bit activations (see the module docstring)
 # Caffe input (BGR 0-255 minus the mean pixel) spans [-123.68, 151.061]: its exact range, in 7 bits.
 _INPUT_LOW, _INPUT_HIGH = -max(CAFFE_BGR_MEAN), 255.0 - min(CAFFE_BGR_MEAN)
@@ -54,26 +54,16 @@ def _quantized_tensors_allowed() -> Iterator[None]:
 
 def can_read(layers: Iterable[str]) -> bool:
     """Whether `Int8StyleFeatures` can run here and give all of `layers`."""
-    return int8_available() and set(layers) <= {f"relu{name}" for name in _CONV_NAMES}
-
-
-def _float_relus(vgg: VGG19Features, images: Tensor) -> Iterable[Tensor]:
-    """Each ReLU output from relu1_1 to relu4_1 of float VGG19, in order."""
-    x = vgg.to_caffe(images)
-    for name in _CONV_NAMES:
-        x = F.relu(getattr(vgg, f"conv{name}")(x))
-        yield x
-        if name in _POOL_AFTER:
-            x = F.max_pool2d(x, 2, 2)
+    return int8_available() and set(layers) <= set(LAYERS)
 
 
 @torch.inference_mode()
 def calibrate_activation_scales(vgg: VGG19Features, images: Iterable[Tensor]) -> tuple[float, ...]:
     """Per ReLU output (relu1_1 ... relu4_1), the 7-bit scale that minimises the quantisation error over
     `images` ((1, 3, H, W) RGB in [0, 1] each): PyTorch's HistogramObserver over 7-bit levels."""
-    observers = [HistogramObserver(quant_min=0, quant_max=_LEVELS) for _ in _CONV_NAMES]
+    observers = [HistogramObserver(quant_min=0, quant_max=_LEVELS) for _ in LAYERS]
     for image in images:
-        for observer, activations in zip(observers, _float_relus(vgg, image)):
+        for observer, activations in zip(observers, vgg(image, LAYERS).values()):  # in forward order
             observer(activations)
     return tuple(round(float(observer.calculate_qparams()[0]), 4) for observer in observers)
 
@@ -85,15 +75,15 @@ class Int8StyleFeatures:
     def __init__(self, vgg: VGG19Features, scales: Sequence[float] = ACTIVATION_SCALES) -> None:
         if not int8_available():
             raise RuntimeError("this PyTorch has no x86 quantised engine; use VGG19Features")
-        if len(scales) != len(_CONV_NAMES):
-            raise ValueError(f"need {len(_CONV_NAMES)} activation scales (relu1_1 ... {DEEPEST}), got {len(scales)}")
+        if len(scales) != len(LAYERS):
+            raise ValueError(f"need {len(LAYERS)} activation scales (relu1_1 ... {DEEPEST}), got {len(scales)}")
         if torch.backends.quantized.engine not in ("x86", "fbgemm"):
             torch.backends.quantized.engine = "x86" if "x86" in torch.backends.quantized.supported_engines else "fbgemm"
         self.scales = tuple(float(scale) for scale in scales)
         self.to_caffe = vgg.to_caffe
         self._packed = []
-        for name in _CONV_NAMES:
-            conv = getattr(vgg, f"conv{name}")
+        for name in LAYERS:
+            conv = getattr(vgg, f"conv{name.removeprefix('relu')}")
             weight = conv.weight.detach().float().cpu()
             weight_scales = weight.abs().amax(dim=(1, 2, 3)).clamp_min(1e-8) / 127
             with _quantized_tensors_allowed():
@@ -104,20 +94,20 @@ class Int8StyleFeatures:
 
     @torch.inference_mode()
     def __call__(self, images: Tensor, layers: Sequence[str]) -> dict[str, Tensor]:
-        if not can_read(layers):
+        if not set(layers) <= set(LAYERS):  # (the engine was checked when the weights were packed)
             raise ValueError(f"int8 features stop at {DEEPEST}; asked for {sorted(layers)}")
-        deepest = max(_CONV_NAMES.index(name.removeprefix("relu")) for name in layers)
+        deepest = max(LAYERS.index(name) for name in layers)
         input_scale = (_INPUT_HIGH - _INPUT_LOW) / _LEVELS
         caffe = self.to_caffe(images.float().cpu()).contiguous(memory_format=torch.channels_last)
         with _quantized_tensors_allowed():
             x = torch.quantize_per_tensor(caffe, input_scale, round(-_INPUT_LOW / input_scale), torch.quint8)
         outputs: dict[str, Tensor] = {}
-        for index, (name, packed, scale) in enumerate(zip(_CONV_NAMES, self._packed, self.scales)):
+        for index, (name, packed, scale) in enumerate(zip(LAYERS, self._packed, self.scales)):
             x = torch.ops.quantized.conv2d_relu(x, packed, scale, 0)
-            if f"relu{name}" in layers:
-                outputs[f"relu{name}"] = x.dequantize()
+            if name in layers:
+                outputs[name] = x.dequantize()
             if index == deepest:
                 break
-            if name in _POOL_AFTER:
+            if name in POOLED_LAYERS:
                 x = F.max_pool2d(x, 2, 2)
         return outputs
