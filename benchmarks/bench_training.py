@@ -232,7 +232,7 @@ def train_step(loop: Loop, batch: Batch, config: TrainConfig) -> dict[str, float
     if loop.variant.shared_forward:
         loop.clock.phase = "g"
         with loop.clock.section("G step"), autocast(config, batch.content.device):
-            stylized = stylize_batch(loop.generator, batch)
+            stylized = stylize_batch(loop.generator, batch, config)
     loop.clock.phase = "d"
     with loop.clock.section("D step"):
         result = discriminator_step(loop.generator, loop.discriminator, loop.d_optimizer, batch, config, loop.rng,

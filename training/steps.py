@@ -7,6 +7,7 @@ change G, so the G step's output (detached) is exactly what the D step would com
 from __future__ import annotations
 
 from contextlib import nullcontext
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -30,20 +31,25 @@ def unwrap(generator: nn.Module) -> nn.Module:
     return getattr(generator, "module", generator)  # DDP wraps; encode/blend are plain methods
 
 
-def stylize_batch(generator: nn.Module, batch: Batch, config: TrainConfig) -> Tensor:
-    """The generator's output, moved onto each style view's palette as at inference (`palette_in_loss`;
-    the table is fitted without gradient, the image goes through it with gradient)."""
+class Stylized(NamedTuple):
+    network: Tensor  # the generator's own output
+    output: Tensor  # that, moved onto each style view's palette (`palette_in_loss`), else the same tensor
+
+
+def stylize_batch(generator: nn.Module, batch: Batch, config: TrainConfig) -> Stylized:
+    """The generator's output, and that moved onto each style view's palette as at inference
+    (`palette_in_loss`; the table is fitted without gradient, the image goes through it with gradient)."""
     module = unwrap(generator)
     code = module.blend(module.encode_style(batch.style_statistics), batch.strength)
-    output = generator(batch.content, code)
+    network = generator(batch.content, code)
     if not config.palette_in_loss:
-        return output
-    return apply_lut(output, fit_lut(output.float(), batch.palettes), batch.strength)
+        return Stylized(network, network)
+    return Stylized(network, apply_lut(network, fit_lut(network.float(), batch.palettes), batch.strength))
 
 
 def discriminator_step(generator: nn.Module, discriminator: nn.Module, optimizer: torch.optim.Optimizer,
                        batch: Batch, config: TrainConfig, rng: torch.Generator,
-                       stylized: Tensor | None = None) -> dict[str, float]:
+                       stylized: Stylized | None = None) -> dict[str, float]:
     """D learns real style patches vs stylised outputs, both conditioned on the style.
 
     `stylized`: the generator's output for this batch, if already computed (`training_step`).
@@ -51,7 +57,7 @@ def discriminator_step(generator: nn.Module, discriminator: nn.Module, optimizer
     d_loss_fn, _ = losses.ADVERSARIAL_LOSSES[config.adversarial_loss]
     styled = batch.strength > 0
     with torch.no_grad(), autocast(config, batch.content.device):
-        fake = (stylize_batch(generator, batch, config) if stylized is None else stylized.detach())[styled].float()
+        fake = (stylized or stylize_batch(generator, batch, config)).output.detach()[styled].float()
     real = batch.style_crops[styled]
     statistics = unwrap(generator).standardize_style(batch.style_statistics[styled])
     with autocast(config, batch.content.device):
@@ -74,9 +80,9 @@ def discriminator_step(generator: nn.Module, discriminator: nn.Module, optimizer
 
 def generator_step(generator: nn.Module, discriminator: nn.Module, vgg: VGG19Features,
                    optimizer: torch.optim.Optimizer, batch: Batch, config: TrainConfig,
-                   stylized: Tensor | None = None) -> dict[str, float]:
+                   stylized: Stylized | None = None) -> dict[str, float]:
     """ℓ_total = λadv·ℓ_adv + λc·ℓ_content + λs·ℓ_style (+ λms·mean/std style, + contrastive style,
-    + identity at strength 0, + TV).
+    + network-to-palette, + identity at strength 0, + TV).
 
     `stylized`: the generator's output for this batch with its graph, if already computed.
     """
@@ -86,11 +92,10 @@ def generator_step(generator: nn.Module, discriminator: nn.Module, vgg: VGG19Fea
     with autocast(config, batch.content.device):
         with torch.no_grad():
             content_features = vgg(batch.content, (config.content_layer,))[config.content_layer]
-        if stylized is None:
-            stylized = stylize_batch(generator, batch, config)
+        network, stylized = stylized or stylize_batch(generator, batch, config)
         features = {name: value.float() for name, value in vgg(stylized, layers).items()}
         content = losses.relative_content_loss(features[config.content_layer], content_features.float())
-        style = moments = adversarial = contrastive = torch.zeros((), device=stylized.device)
+        style = moments = adversarial = contrastive = to_palette = torch.zeros((), device=stylized.device)
         if styled.any():
             styled_features = {name: features[name][styled] for name in config.style_layers}
             style = losses.relative_style_loss(
@@ -102,13 +107,18 @@ def generator_step(generator: nn.Module, discriminator: nn.Module, vgg: VGG19Fea
                     {name: styled_features[name] for name in config.contrastive_layers},
                     {name: batch.target_grams[name][styled] for name in config.contrastive_layers},
                     config.contrastive_temperature)
+            if config.network_palette_weight and config.palette_in_loss:
+                # The network's own output toward what the palette makes of it: without this, the palette
+                # restores any contrast downstream and a near-flat network output costs nothing.
+                to_palette = F.mse_loss(network[styled].float(), stylized[styled].detach().float())
             conditioning = unwrap(generator).standardize_style(batch.style_statistics[styled])
             adversarial = g_loss_fn(discriminator(stylized[styled], conditioning).float())
         total = losses.total_generator_loss(config.adversarial_weight * adversarial, content, style,
                                             config.content_weight, config.style_weight)
-        total = total + config.mean_std_weight * moments + config.contrastive_weight * contrastive
+        total = (total + config.mean_std_weight * moments + config.contrastive_weight * contrastive
+                 + config.network_palette_weight * to_palette)
         result = {"content": content.detach().item(), "style": style.detach().item(),
-                  "mean_std": moments.detach().item(),
+                  "mean_std": moments.detach().item(), "network_to_palette": to_palette.detach().item(),
                   "contrastive": contrastive.detach().item(), "g_adv": adversarial.detach().item()}
         if (~styled).any():
             identity = F.mse_loss(stylized[~styled].float(), batch.content[~styled])

@@ -33,7 +33,7 @@ from training.config import ADVERSARIAL_KINDS, PRESETS, TrainConfig, load_config
 from training.data import hue_saturation_matrix, read_folder
 from training.export import export_model
 from training.model_card import TAGS, presets_table, write_model_card
-from training.steps import discriminator_step, generator_step, training_step
+from training.steps import discriminator_step, generator_step, stylize_batch, training_step
 from training.trainer import NonFiniteLossError, train
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -148,6 +148,27 @@ def test_the_contrastive_style_term_enters_the_generator_loss(data, vgg):
     assert results[1.0]["g_total"] == pytest.approx(results[0.0]["g_total"] + results[1.0]["contrastive"], rel=1e-5)
     with pytest.raises(ValueError, match="contrastive_layers"):
         tiny(contrastive_layers=("relu4_2",))
+
+
+def test_the_network_to_palette_term_pulls_the_networks_own_output_onto_its_palette(data, vgg):
+    contents, bank = data
+    batch = sample_batch(contents, bank, tiny(), torch.Generator().manual_seed(5), CPU, vgg)
+    batch = dataclasses.replace(batch, strength=torch.ones(2))
+    config = tiny(network_palette_weight=1.0, content_weight=0.0, style_weight=0.0, mean_std_weight=0.0,
+                  adversarial_weight=0.0, generator_lr=1e-2)
+    generator, discriminator, g_optimizer, _ = make_models(config)
+    with torch.no_grad():
+        network, output = stylize_batch(generator, batch, config)
+    first = generator_step(generator, discriminator, vgg, g_optimizer, batch, config)
+    assert first["network_to_palette"] == pytest.approx(torch.nn.functional.mse_loss(network, output).item(), rel=1e-4)
+    assert first["network_to_palette"] > 0
+    for _ in range(15):
+        last = generator_step(generator, discriminator, vgg, g_optimizer, batch, config)
+    assert last["network_to_palette"] < 0.75 * first["network_to_palette"]  # the palette refits as it moves
+    # Without the palette in the loss the network's output is the output: nothing to pull towards.
+    without = tiny(network_palette_weight=1.0, palette_in_loss=False)
+    generator, discriminator, g_optimizer, _ = make_models(without)
+    assert generator_step(generator, discriminator, vgg, g_optimizer, batch, without)["network_to_palette"] == 0
 
 
 @pytest.mark.parametrize("kind", ADVERSARIAL_KINDS)
