@@ -49,6 +49,7 @@ class ResolvedStyle:
     description: list[tuple[str, float]]  # ("preset:<name>" or "sha256:<hex>", weight): the record's style
     names: list[str]  # preset names and style image file names, as the record's settings list them
     ingredients: tuple[Ingredient, ...]  # the styles as a result's Content Credentials name them
+    code_read_by: str | None = None  # what read the style images for the network's code, if any were given
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,9 @@ class StyleChoice:
             names.append(source)
             ingredients.append(preset_ingredient(source, stylizer.presets[source], weight))
         value = values[0][0] if len(values) == 1 else values
-        return ResolvedStyle(value, description, names, tuple(ingredients))
+        reads_images = any(isinstance(source, StyleImage) and weight for source, weight in self.sources)
+        return ResolvedStyle(value, description, names, tuple(ingredients),
+                             stylizer.style_image_features if reads_images else None)
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,8 @@ class Job:
                                      "preserve_color": settings.preserve_color,
                                      "max_long_side": settings.max_long_side, "texture_side": settings.texture_side,
                                      "styles": style.names, **self.post.settings()}
+        if style.code_read_by is not None and settings.mode != "optimize":  # optimisation reads them in float32
+            record["style_code_read_by"] = style.code_read_by
         if settings.mode == "optimize" or settings.quality == "best":
             record["steps"] = settings.step_count
         if settings.quality == "best":

@@ -228,6 +228,9 @@ class Stylizer:
                              f"{INT8_DEEPEST}")
         self._style_features = (Int8StyleFeatures(self.vgg) if int8_possible and int8_style_features is not False
                                 else self.vgg)
+        # What reads a new style image, as provenance records it (a style code moves by 1-5 % between the two).
+        self.style_image_features = ("VGG19 int8" if isinstance(self._style_features, Int8StyleFeatures)
+                                     else "VGG19 float32")
         self.presets = dict(presets or {})
         self._preset_codes = {name: code.to(self.device, torch.float32) for name, code in (preset_codes or {}).items()}
         self._preset_palettes = dict(preset_palettes or {})

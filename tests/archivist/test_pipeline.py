@@ -27,7 +27,7 @@ from archivist.provenance import read_provenance, sha256_bytes
 from stylegan.inference import ModelInfo, StylizeSettings
 
 MODEL = ModelInfo("org/model", "0" * 40, "cd" * 32, "")
-STYLIZER = SimpleNamespace(presets={"waves": None}, model_info=MODEL)  # `mirror` stands in for the network
+STYLIZER = SimpleNamespace(presets={"waves": None}, model_info=MODEL, style_image_features="VGG19 int8")  # `mirror` stands in for the network
 
 
 def png(seed: int, size: tuple[int, int] = (40, 30)) -> bytes:
@@ -67,6 +67,7 @@ def test_a_job_kept_in_a_folder_and_in_the_archive_is_made_and_recorded_alike(tm
     assert in_folder["source_sha256"] == sha256_bytes(original) and in_folder["source_name"] == "scan.png"
     assert in_folder["style_strength"] == 0.6 and in_folder["seed"] == 5
     assert in_folder["settings"]["styles"] == ["waves", "style.png"] and in_folder["settings"]["contrast"] == 1.2
+    assert in_folder["settings"]["style_code_read_by"] == "VGG19 int8"  # a style image was read for the code
     assert in_folder["style"].startswith("blend:")
     with Image.open(written.kept) as from_folder, Image.open(Archive(tmp_path / "archive").path(entry.result_file)) as kept:
         assert from_folder.size == kept.size == (36, 30)  # cropped by a tenth on the left
@@ -82,6 +83,7 @@ def test_best_quality_shows_drafts_first_and_stopping_keeps_nothing(tmp_path, jo
     assert [type(result) for result in results] == [Draft, Draft, Draft, Result]
     assert [entry.id for entry in archive.search()] == [results[-1].kept.id]
     assert results[-1].kept.record.settings["steps"] > 0
+    assert results[-1].kept.record.settings["style_code_read_by"] == "VGG19 int8"
 
     stopped = stylize_progressively(STYLIZER, png(3), "other.png", best, ToArchive(archive), run=mirror)
     assert isinstance(next(stopped), Draft)
@@ -89,6 +91,9 @@ def test_best_quality_shows_drafts_first_and_stopping_keeps_nothing(tmp_path, jo
     assert len(archive.search()) == 1
     fast = list(stylize_progressively(STYLIZER, png(4), "fast.png", job, ToArchive(archive), run=mirror))
     assert [type(result) for result in fast] == [Result]
+    preset_only = Job(StyleChoice.preset("waves"), job.settings, job.post)
+    kept = list(stylize_progressively(STYLIZER, png(5), "preset.png", preset_only, ToArchive(archive), run=mirror))
+    assert "style_code_read_by" not in kept[-1].kept.record.settings  # presets carry stored codes
 
 
 def test_a_folder_refuses_a_result_its_format_cannot_hold(tmp_path, job):

@@ -74,6 +74,7 @@ def test_a_stylizer_reads_new_styles_in_int8_on_the_cpu_with_nearly_the_float_co
     fast = Stylizer(generator, vgg=vgg, device="cpu")
     exact = Stylizer(generator, vgg=vgg, device="cpu", int8_style_features=False)
     assert isinstance(fast._style_features, Int8StyleFeatures) and exact._style_features is vgg
+    assert (fast.style_image_features, exact.style_image_features) == ("VGG19 int8", "VGG19 float32")  # provenance
     for seed in range(3):
         style = Image.fromarray((painting(seed)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
         code, reference = fast.style_code(style), exact.style_code(style)
