@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .images import luminance
+
 
 def gram_matrix(features: Tensor) -> Tensor:
     """(B, C, H, W) -> (B, C, C): G = F·Fᵀ / (C·H·W) (Johnson et al., 2016 normalisation)."""
@@ -85,6 +87,13 @@ def contrastive_style_loss(features: Mapping[str, Tensor], target_grams: Mapping
         distances = distances + error / target.square().sum(dim=(1, 2)).clamp_min(1e-8)[None]
     logits = -torch.log(distances / len(target_grams) + 1e-8) / temperature
     return F.cross_entropy(logits, torch.arange(logits.shape[0], device=logits.device))
+
+
+def contrast_floor_loss(images: Tensor, references: Tensor, floor: float) -> Tensor:
+    """Mean over the batch of relu(floor − σ(Y)/σ(Y_ref))², σ(Y) the std of an image's BT.601 luminance:
+    zero while each image keeps at least `floor` of its reference's luminance contrast, growing as it flattens."""
+    kept = luminance(images).flatten(1).std(1) / luminance(references).flatten(1).std(1).clamp_min(1e-3)
+    return F.relu(floor - kept).square().mean()
 
 
 def total_variation_loss(images: Tensor) -> Tensor:

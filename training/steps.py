@@ -82,7 +82,7 @@ def generator_step(generator: nn.Module, discriminator: nn.Module, vgg: VGG19Fea
                    optimizer: torch.optim.Optimizer, batch: Batch, config: TrainConfig,
                    stylized: Stylized | None = None) -> dict[str, float]:
     """ℓ_total = λadv·ℓ_adv + λc·ℓ_content + λs·ℓ_style (+ λms·mean/std style, + contrastive style,
-    + network-to-palette, + identity at strength 0, + TV).
+    + network contrast floor, + identity at strength 0, + TV).
 
     `stylized`: the generator's output for this batch with its graph, if already computed.
     """
@@ -95,7 +95,7 @@ def generator_step(generator: nn.Module, discriminator: nn.Module, vgg: VGG19Fea
         network, stylized = stylized or stylize_batch(generator, batch, config)
         features = {name: value.float() for name, value in vgg(stylized, layers).items()}
         content = losses.relative_content_loss(features[config.content_layer], content_features.float())
-        style = moments = adversarial = contrastive = to_palette = torch.zeros((), device=stylized.device)
+        style = moments = adversarial = contrastive = flattening = torch.zeros((), device=stylized.device)
         if styled.any():
             styled_features = {name: features[name][styled] for name in config.style_layers}
             style = losses.relative_style_loss(
@@ -107,18 +107,19 @@ def generator_step(generator: nn.Module, discriminator: nn.Module, vgg: VGG19Fea
                     {name: styled_features[name] for name in config.contrastive_layers},
                     {name: batch.target_grams[name][styled] for name in config.contrastive_layers},
                     config.contrastive_temperature)
-            if config.network_palette_weight and config.palette_in_loss:
-                # The network's own output toward what the palette makes of it: without this, the palette
-                # restores any contrast downstream and a near-flat network output costs nothing.
-                to_palette = F.mse_loss(network[styled].float(), stylized[styled].detach().float())
+            if config.network_contrast_weight and config.palette_in_loss:
+                # The palette stretches a near-flat network output back to the style's contrast, so without
+                # this nothing downstream sees the network flatten (it did, for pale styles).
+                flattening = losses.contrast_floor_loss(network[styled].float(), batch.content[styled],
+                                                        config.network_contrast_floor)
             conditioning = unwrap(generator).standardize_style(batch.style_statistics[styled])
             adversarial = g_loss_fn(discriminator(stylized[styled], conditioning).float())
         total = losses.total_generator_loss(config.adversarial_weight * adversarial, content, style,
                                             config.content_weight, config.style_weight)
         total = (total + config.mean_std_weight * moments + config.contrastive_weight * contrastive
-                 + config.network_palette_weight * to_palette)
+                 + config.network_contrast_weight * flattening)
         result = {"content": content.detach().item(), "style": style.detach().item(),
-                  "mean_std": moments.detach().item(), "network_to_palette": to_palette.detach().item(),
+                  "mean_std": moments.detach().item(), "network_flattening": flattening.detach().item(),
                   "contrastive": contrastive.detach().item(), "g_adv": adversarial.detach().item()}
         if (~styled).any():
             identity = F.mse_loss(stylized[~styled].float(), batch.content[~styled])

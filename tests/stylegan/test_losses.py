@@ -27,6 +27,18 @@ def test_style_loss_matches_the_seed_formula() -> None:
     assert losses.style_loss({"l": style}, {"l": losses.gram_matrix(style)}) == 0
 
 
+def test_contrast_floor_loss_is_zero_above_the_floor_and_pushes_a_flattened_image_back() -> None:
+    content = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    assert losses.contrast_floor_loss(content, content, 0.5) == 0
+    assert losses.contrast_floor_loss(0.6 * content + 0.2, content, 0.5) == 0  # 60 % kept: above the floor
+    flat = (0.1 * content + 0.45).requires_grad_()  # keeps 10 % of the contrast: (0.5 - 0.1)² each
+    loss = losses.contrast_floor_loss(flat, content, 0.5)
+    assert loss.item() == pytest.approx(0.16, rel=1e-4)
+    loss.backward()
+    stepped = flat.detach() - 0.05 * flat.grad / flat.grad.abs().max()
+    assert losses.contrast_floor_loss(stepped, content, 0.5) < loss  # descent restores contrast
+
+
 def test_contrastive_style_loss_rewards_each_output_nearest_its_own_style() -> None:
     generator = torch.Generator().manual_seed(0)
     styles = torch.rand(4, 3, 6, 6, generator=generator) * torch.tensor([1.0, 2.0, 3.0, 4.0])[:, None, None, None]

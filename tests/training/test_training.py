@@ -19,7 +19,7 @@ import yaml
 from PIL import Image
 from safetensors.torch import load_file
 
-from stylegan import Stylizer
+from stylegan import Stylizer, losses
 from stylegan.bands import band_signature
 from stylegan.discriminator import Discriminator
 from stylegan.generator import Generator
@@ -150,25 +150,26 @@ def test_the_contrastive_style_term_enters_the_generator_loss(data, vgg):
         tiny(contrastive_layers=("relu4_2",))
 
 
-def test_the_network_to_palette_term_pulls_the_networks_own_output_onto_its_palette(data, vgg):
+def test_the_network_contrast_floor_acts_on_the_networks_own_output_before_the_palette(data, vgg):
     contents, bank = data
     batch = sample_batch(contents, bank, tiny(), torch.Generator().manual_seed(5), CPU, vgg)
     batch = dataclasses.replace(batch, strength=torch.ones(2))
-    config = tiny(network_palette_weight=1.0, content_weight=0.0, style_weight=0.0, mean_std_weight=0.0,
-                  adversarial_weight=0.0, generator_lr=1e-2)
+    # A floor above what any output keeps (3× the content's contrast), so the term is active from the start.
+    config = tiny(network_contrast_weight=1.0, network_contrast_floor=3.0, content_weight=0.0, style_weight=0.0,
+                  mean_std_weight=0.0, adversarial_weight=0.0, generator_lr=1e-2)
     generator, discriminator, g_optimizer, _ = make_models(config)
     with torch.no_grad():
         network, output = stylize_batch(generator, batch, config)
+    assert not torch.equal(network, output)  # the palette moved it: the floor reads the network's own image
     first = generator_step(generator, discriminator, vgg, g_optimizer, batch, config)
-    assert first["network_to_palette"] == pytest.approx(torch.nn.functional.mse_loss(network, output).item(), rel=1e-4)
-    assert first["network_to_palette"] > 0
-    for _ in range(15):
+    expected = losses.contrast_floor_loss(network, batch.content, 3.0).item()
+    assert first["network_flattening"] == pytest.approx(expected, rel=1e-4) and expected > 0
+    for _ in range(10):
         last = generator_step(generator, discriminator, vgg, g_optimizer, batch, config)
-    assert last["network_to_palette"] < 0.75 * first["network_to_palette"]  # the palette refits as it moves
-    # Without the palette in the loss the network's output is the output: nothing to pull towards.
-    without = tiny(network_palette_weight=1.0, palette_in_loss=False)
-    generator, discriminator, g_optimizer, _ = make_models(without)
-    assert generator_step(generator, discriminator, vgg, g_optimizer, batch, without)["network_to_palette"] == 0
+    assert last["network_flattening"] < first["network_flattening"]  # the network's contrast grew
+    off = tiny(network_contrast_floor=3.0)
+    generator, discriminator, g_optimizer, _ = make_models(off)
+    assert generator_step(generator, discriminator, vgg, g_optimizer, batch, off)["network_flattening"] == 0
 
 
 @pytest.mark.parametrize("kind", ADVERSARIAL_KINDS)
