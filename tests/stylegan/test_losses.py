@@ -84,10 +84,10 @@ def test_gradient_penalty_is_zero_for_unit_slope_critic() -> None:
     # D(x) = Σ x·w with ‖w‖ = 1 has gradient norm exactly 1 everywhere.
     weight = torch.randn(3 * 4 * 4)
     weight = weight / weight.norm()
-    critic = lambda images: images.flatten(1) @ weight  # noqa: E731
+    critic = lambda images: images.flatten(1) @ weight
     real, fake = torch.rand(2, 3, 4, 4), torch.rand(2, 3, 4, 4)
     assert losses.gradient_penalty(critic, real, fake) == pytest.approx(0, abs=1e-10)
-    steep = lambda images: 3 * images.flatten(1) @ weight  # noqa: E731
+    steep = lambda images: 3 * images.flatten(1) @ weight
     assert losses.gradient_penalty(steep, real, fake) == pytest.approx(4.0, rel=1e-5)
 
 
