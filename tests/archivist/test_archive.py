@@ -369,7 +369,7 @@ def test_stylize_batch_archives_images_and_reports_the_rest(archive, tmp_path):
     bundle = make_zip(tmp_path / "box.zip", {"a.png": image_bytes(1), "notes.txt": b"not an image",
                                              "b.jpg": image_bytes(2, format="JPEG")})
     items, refused = collect_batch([("box.zip", bundle)])
-    stylizer = SimpleNamespace(presets={"waves": None}, model_info=MODEL)
+    stylizer = SimpleNamespace(presets={"waves": None}, model_info=MODEL, style_image_features="VGG19 int8")
     calls = []
 
     def run(content, style, settings, progress):
@@ -392,16 +392,17 @@ def test_stylize_batch_archives_images_and_reports_the_rest(archive, tmp_path):
 
 
 def test_style_choice_describes_blends_for_provenance():
-    stylizer = SimpleNamespace(presets={"waves": None})
+    stylizer = SimpleNamespace(presets={"waves": None}, style_image_features="VGG19 float32")
     settings = StylizeSettings()
     style = StyleChoice.preset("waves").resolve(stylizer, settings)
     assert (style.value, style.description, style.names) == ("waves", [("preset:waves", 1.0)], ["waves"])
+    assert style.code_read_by is None  # a preset's code is stored, not read
     first = image_bytes(1)
     style = StyleChoice(((StyleImage(first, "a.png"), 2.0), ("waves", 1.0), (StyleImage(first, "c.png"), 0.0))
                         ).resolve(stylizer, settings)
     assert [weight for _, weight in style.value] == [2.0, 1.0] and style.value[1][0] == "waves"
     assert style.description == [(f"sha256:{sha256_bytes(first)}", 2.0), ("preset:waves", 1.0)]
-    assert style.names == ["a.png", "waves"]
+    assert style.names == ["a.png", "waves"] and style.code_read_by == "VGG19 float32"
     assert [(ingredient.title, ingredient.weight) for ingredient in style.ingredients] == [
         ("a.png", 2.0), ("preset waves", 1.0)]
     with pytest.raises(ValueError, match="not a preset"):

@@ -36,7 +36,7 @@ from stylegan.inference import ModelInfo, StylizeSettings
 
 MAX_SECONDS = 60  # a writer whose test has gone away stops by itself
 MODEL = ModelInfo("test/crash", "0" * 40, "ab" * 32, "")
-STAND_IN_STYLIZER = SimpleNamespace(presets={"waves": None}, model_info=MODEL)
+STAND_IN_STYLIZER = SimpleNamespace(presets={"waves": None}, model_info=MODEL, style_image_features="VGG19 int8")
 CRASH_STATUS = 99
 
 
