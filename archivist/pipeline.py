@@ -75,6 +75,7 @@ class StyleChoice:
         need (best quality, optimisation) but the model does not store."""
         values: list[tuple[str | Image.Image, float]] = []
         description, names, ingredients = [], [], []
+        reads_images = False
         for source, weight in self.sources:
             if weight == 0:
                 continue
@@ -83,6 +84,7 @@ class StyleChoice:
                 description.append((f"sha256:{sha256_bytes(source.data)}", weight))
                 names.append(source.name)
                 ingredients.append(Ingredient(source.name, source.data, weight=weight))
+                reads_images = True
                 continue
             if source not in stylizer.presets:
                 raise ValueError(f"{source!r} is not a preset of this model")
@@ -95,7 +97,6 @@ class StyleChoice:
             names.append(source)
             ingredients.append(preset_ingredient(source, stylizer.presets[source], weight))
         value = values[0][0] if len(values) == 1 else values
-        reads_images = any(isinstance(source, StyleImage) and weight for source, weight in self.sources)
         return ResolvedStyle(value, description, names, tuple(ingredients),
                              stylizer.style_image_features if reads_images else None)
 

@@ -397,7 +397,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
             "config": {"crop_size": config.crop_size, "batch_size": config.batch_size,
                        "style_long_side": config.style_long_side, "content_long_side": config.content_long_side,
-                       "style_code_views": config.style_code_views, "adversarial_loss": config.adversarial_loss,
+                       "adversarial_loss": config.adversarial_loss,
                        "mixed_precision": config.mixed_precision and device.type == "cuda"},
             "contents": len(contents.images), "styles": len(styles.images), "warmup": args.warmup,
             "style_bank_seconds": bank_seconds, "equality_check": check, "steps": steps}
@@ -469,7 +469,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.batch_size = args.batch_size or (2 if args.quick else config.batch_size)
     args.steps = args.steps or (2 if args.quick else 3)
     args.max_images = args.max_images or (4 if args.quick else 8)
-    args.overrides = {"content_long_side": 128, "style_long_side": 128, "style_code_views": 2} if args.quick else {}
+    args.overrides = {"content_long_side": 128, "style_long_side": 128} if args.quick else {}
     if args.crop_size % 4 or args.steps < 1 or args.warmup < 0 or args.max_images < 1:
         parser.error("--crop-size must be a multiple of 4, --steps and --max-images ≥ 1, --warmup ≥ 0")
     return args

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from stylegan.images import luminance, resize_long_side
+from stylegan.images import contrast_ratio, resize_long_side
 
 COLOUR_SIDE = 256
 COLOUR_DIRECTIONS = 64
@@ -96,6 +96,6 @@ FLAT_CONTRAST = 0.25  # an output with under a quarter of its content's luminanc
 
 
 def contrast_kept(output: Tensor, content: Tensor) -> float:
-    """Standard deviation of the output's BT.601 luminance over the content's: near 0 when a method
-    collapses the picture to a near-flat image (which no colour transfer can pull apart again)."""
-    return float(luminance(output).std()) / max(float(luminance(content).std()), 1e-6)
+    """(1, 3, H, W) output over content, `stylegan.images.contrast_ratio`: near 0 when a method collapses
+    the picture to a near-flat image (which no colour transfer can pull apart again)."""
+    return float(contrast_ratio(output, content)[0])

@@ -322,6 +322,11 @@ def luminance(images: Tensor) -> Tensor:
     return (images * weights).sum(1, keepdim=True)
 
 
+def contrast_ratio(images: Tensor, references: Tensor) -> Tensor:
+    """(B,): the std of each image's BT.601 luminance over its reference's; near 0 for a near-flat image."""
+    return luminance(images).flatten(1).std(1) / luminance(references).flatten(1).std(1).clamp_min(1e-6)
+
+
 def preserve_colors(stylized: Tensor, content: Tensor) -> Tensor:
     """Keep the content's colours: stylised luminance with the content's chroma (YCbCr, BT.601).
 

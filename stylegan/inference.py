@@ -228,9 +228,6 @@ class Stylizer:
                              f"{INT8_DEEPEST}")
         self._style_features = (Int8StyleFeatures(self.vgg) if int8_possible and int8_style_features is not False
                                 else self.vgg)
-        # What reads a new style image, as provenance records it (a style code moves by 1-5 % between the two).
-        self.style_image_features = ("VGG19 int8" if isinstance(self._style_features, Int8StyleFeatures)
-                                     else "VGG19 float32")
         self.presets = dict(presets or {})
         self._preset_codes = {name: code.to(self.device, torch.float32) for name, code in (preset_codes or {}).items()}
         self._preset_palettes = dict(preset_palettes or {})
@@ -298,6 +295,12 @@ class Stylizer:
         """Colourfulness (`mean_chroma`) of a style, or the weighted mean of a blend's; None where a
         preset was saved without it."""
         return self._blended(style).chroma
+
+    @property
+    def style_image_features(self) -> str:
+        """What reads a new style image for its code, as provenance records it (the code moves by 1-5 %
+        between the two)."""
+        return "VGG19 int8" if isinstance(self._style_features, Int8StyleFeatures) else "VGG19 float32"
 
     @torch.inference_mode()
     def _style_entry(self, style: StyleSource) -> StyleEntry:

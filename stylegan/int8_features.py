@@ -7,8 +7,7 @@ which full 8-bit activations can saturate (PyTorch's `reduce_range`).
 
 The scales (`ACTIVATION_SCALES`) are VGG19's, not a model's: `calibrate_activation_scales` over the
 171 training styles (`styles` + `styles_more` less the validation split) read at 256 px, with
-PyTorch's histogram observer (the scale minimising the L2 quantisation error). On training and
-On three training styles the per-channel means and stds that a style code reads moved by ≤ 1.7 %
+PyTorch's histogram observer (the scale minimising the L2 quantisation error). On three training styles the per-channel means and stds that a style code reads moved by ≤ 1.7 %
 (relu4_1; ≤ 0.3 % at relu1_1), and the validation scores by one pair of 128 (README, "Reading a new style
 image"); see also `tests/stylegan/test_int8_features.py`.
 """

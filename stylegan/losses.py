@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .images import luminance
+from .images import contrast_ratio
 
 
 def gram_matrix(features: Tensor) -> Tensor:
@@ -92,8 +92,7 @@ def contrastive_style_loss(features: Mapping[str, Tensor], target_grams: Mapping
 def contrast_floor_loss(images: Tensor, references: Tensor, floor: float) -> Tensor:
     """Mean over the batch of relu(floor − σ(Y)/σ(Y_ref))², σ(Y) the std of an image's BT.601 luminance:
     zero while each image keeps at least `floor` of its reference's luminance contrast, growing as it flattens."""
-    kept = luminance(images).flatten(1).std(1) / luminance(references).flatten(1).std(1).clamp_min(1e-3)
-    return F.relu(floor - kept).square().mean()
+    return F.relu(floor - contrast_ratio(images, references)).square().mean()
 
 
 def total_variation_loss(images: Tensor) -> Tensor:

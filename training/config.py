@@ -34,9 +34,10 @@ class TrainConfig:
     saturation_range: tuple[float, float] = (0.6, 1.4)
     photo_style_probability: float = 0.1
     # Losses: total = λadv·adv + λc·content + λs·Gram style (+ λms·mean/std style, + contrastive style,
-    # + network contrast floor, + identity for strength-0 samples, + TV), content and style each relative to their target's size
-    # (stylegan.losses.relative_*). With `palette_in_loss` the output is first moved onto the style
-    # view's palette (stylegan.palette), as inference does, so the network learns texture, not colour.
+    # + network contrast floor, + identity for strength-0 samples, + TV), content and style each relative
+    # to their target's size (stylegan.losses.relative_*). With `palette_in_loss` the output is first moved
+    # onto the style view's palette (stylegan.palette), as inference does, so the network learns texture,
+    # not colour.
     adversarial_loss: str = "lsgan"
     adversarial_weight: float = 0.1
     content_weight: float = 1.0
@@ -51,8 +52,8 @@ class TrainConfig:
     contrastive_weight: float = 0.0
     contrastive_layers: tuple[str, ...] = ("relu3_1", "relu4_1")
     contrastive_temperature: float = 1.0
-    # With `palette_in_loss`: a floor on the network's own output's luminance contrast, as a share of its
-    # content's (stylegan.losses.contrast_floor_loss), since the palette would hide a near-flat output.
+    # A floor on the network's own output's luminance contrast, as a share of its content's
+    # (stylegan.losses.contrast_floor_loss): with `palette_in_loss` the palette hides a near-flat output.
     network_contrast_weight: float = 0.0
     network_contrast_floor: float = 0.5
     content_layer: str = "relu4_1"

@@ -107,9 +107,9 @@ def generator_step(generator: nn.Module, discriminator: nn.Module, vgg: VGG19Fea
                     {name: styled_features[name] for name in config.contrastive_layers},
                     {name: batch.target_grams[name][styled] for name in config.contrastive_layers},
                     config.contrastive_temperature)
-            if config.network_contrast_weight and config.palette_in_loss:
-                # The palette stretches a near-flat network output back to the style's contrast, so without
-                # this nothing downstream sees the network flatten (it did, for pale styles).
+            if config.network_contrast_weight:
+                # With the palette in the loss, the palette stretches a near-flat network output back to the
+                # style's contrast, so without this nothing downstream sees the network flatten.
                 flattening = losses.contrast_floor_loss(network[styled].float(), batch.content[styled],
                                                         config.network_contrast_floor)
             conditioning = unwrap(generator).standardize_style(batch.style_statistics[styled])
