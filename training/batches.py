@@ -58,7 +58,9 @@ def build_style_bank(folder: Folder, vgg: VGG19Features, config: TrainConfig, de
 def style_view(image: Tensor, config: TrainConfig, generator: torch.Generator) -> Tensor:
     """(3, H, W) uint8 -> (3, s, s) float view, s = config.style_view_size: a square crop covering
     `style_crop_range` of the short side, flipped half the time, hue-rotated with probability
-    `hue_rotation_probability` and with its saturation scaled within `saturation_range`."""
+    `hue_rotation_probability`, with its saturation scaled within `saturation_range`, and with
+    probability `fade_probability` faded: every pixel moved towards the view's mean colour, keeping a
+    share of its contrast drawn from `fade_range`."""
     low, high = config.style_crop_range
     fraction = low + (high - low) * float(torch.rand((), generator=generator))
     view = random_crop(image, config.style_view_size,
@@ -67,7 +69,14 @@ def style_view(image: Tensor, config: TrainConfig, generator: torch.Generator) -
     angle = 2 * torch.pi * float(torch.rand((), generator=generator)) if rotate else 0.0
     low, high = config.saturation_range
     saturation = low + (high - low) * float(torch.rand((), generator=generator))
-    return torch.einsum("ij,jhw->ihw", hue_saturation_matrix(angle, saturation), view).clamp(0, 1)
+    view = torch.einsum("ij,jhw->ihw", hue_saturation_matrix(angle, saturation), view).clamp(0, 1)
+    # Drawn only when enabled, so runs without fading keep their random stream.
+    if config.fade_probability and float(torch.rand((), generator=generator)) < config.fade_probability:
+        low, high = config.fade_range
+        kept = low + (high - low) * float(torch.rand((), generator=generator))
+        mean = view.mean((1, 2), keepdim=True)
+        view = mean + kept * (view - mean)
+    return view
 
 
 def sample_batch(contents: Folder, bank: StyleBank, config: TrainConfig, generator: torch.Generator,

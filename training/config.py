@@ -21,7 +21,9 @@ class TrainConfig:
     # ±`scale_jitter`), then cropped to `crop_size`. Each sample's style is a fresh view
     # (training/batches.py): a square crop covering `style_crop_range` of the short side of a style
     # read at `style_long_side`, resized to `style_view_size`, flipped, hue-rotated with probability
-    # `hue_rotation_probability`, saturation scaled within `saturation_range`; with probability
+    # `hue_rotation_probability`, saturation scaled within `saturation_range`, with probability
+    # `fade_probability` faded towards its mean colour (contrast × a factor within `fade_range`, so pale
+    # styles, whose codes otherwise collapse the network's own output, are common); with probability
     # `photo_style_probability` a training photograph is the style.
     crop_size: int = 128
     batch_size: int = 4
@@ -32,6 +34,8 @@ class TrainConfig:
     style_crop_range: tuple[float, float] = (0.5, 1.0)
     hue_rotation_probability: float = 0.5
     saturation_range: tuple[float, float] = (0.6, 1.4)
+    fade_probability: float = 0.0
+    fade_range: tuple[float, float] = (0.15, 0.6)
     photo_style_probability: float = 0.1
     # Losses: total = λadv·adv + λc·content + λs·Gram style (+ λms·mean/std style, + contrastive style,
     # + network contrast floor, + identity for strength-0 samples, + TV), content and style each relative
@@ -84,6 +88,7 @@ class TrainConfig:
         self.contrastive_layers = tuple(self.contrastive_layers)
         self.style_crop_range = tuple(self.style_crop_range)
         self.saturation_range = tuple(self.saturation_range)
+        self.fade_range = tuple(self.fade_range)
         self.betas = tuple(self.betas)
         self.probe_styles = tuple(self.probe_styles)
         if self.adversarial_loss not in ADVERSARIAL_KINDS:
@@ -95,6 +100,8 @@ class TrainConfig:
             raise ValueError(f"contrastive_layers {self.contrastive_layers} must be among style_layers {self.style_layers}")
         if self.crop_size % 4:
             raise ValueError(f"crop_size must be a multiple of 4, got {self.crop_size}")
+        if not 0 < self.fade_range[0] <= self.fade_range[1] <= 1:
+            raise ValueError(f"fade_range must satisfy 0 < low <= high <= 1, got {self.fade_range}")
         if self.style_view_size < self.crop_size:
             raise ValueError(f"style_view_size {self.style_view_size} must be at least crop_size {self.crop_size}")
         if self.discriminator.style_statistics_dim != self.generator.style_statistics_dim:

@@ -310,6 +310,23 @@ def test_hue_rotation_keeps_grey_and_brightness_and_turns_colours():
     assert view.shape == (3, tiny().style_view_size, tiny().style_view_size) and 0 <= view.min() <= view.max() <= 1
 
 
+
+def test_a_faded_style_view_keeps_its_mean_colour_and_a_share_of_its_contrast_from_the_range():
+    image = torch.randint(0, 256, (3, 50, 60), dtype=torch.uint8)
+    plain = tiny(hue_rotation_probability=0.0, saturation_range=(1.0, 1.0))
+    faded = dataclasses.replace(plain, fade_probability=1.0, fade_range=(0.2, 0.3))
+    original = style_view(image, plain, torch.Generator().manual_seed(4))
+    # the same crop and flip (fading draws after them), then moved towards the mean colour
+    view = style_view(image, faded, torch.Generator().manual_seed(4))
+    assert torch.allclose(view.mean((1, 2)), original.mean((1, 2)), atol=1e-5)
+    kept = (view - view.mean((1, 2), keepdim=True)) / (original - original.mean((1, 2), keepdim=True))
+    share = kept[(original - original.mean((1, 2), keepdim=True)).abs() > 0.05]
+    assert torch.allclose(share, share[0].expand_as(share), atol=1e-4) and 0.2 <= float(share[0]) <= 0.3
+    assert torch.equal(style_view(image, dataclasses.replace(faded, fade_probability=0.0),
+                                  torch.Generator().manual_seed(4)), original)
+    with pytest.raises(ValueError, match="fade_range"):
+        dataclasses.replace(plain, fade_range=(0.0, 0.5))
+
 @pytest.mark.slow
 def test_torchrun_two_processes_train_together_and_only_rank_0_writes(image_folders, tmp_path):
     config_file = tmp_path / "tiny.json"
