@@ -1,6 +1,6 @@
 """Training speed: images/s and where a step's time goes, our loop against a straightforward one.
 
-    .venv/bin/python -m benchmarks.bench_training                   # 256² crops, batch 4, 3 timed steps each
+    .venv/bin/python -m benchmarks.bench_training                   # the config's crops and batch, 3 timed steps each
     .venv/bin/python -m benchmarks.bench_training --quick           # 64² crops, batch 2: a smoke run (minutes)
     .venv/bin/python -m benchmarks.bench_training --ablation        # + ours without the step tweaks
     .venv/bin/python -m benchmarks.bench_training --device cuda --batch-size 16 --steps 20
@@ -8,24 +8,25 @@
 The loops run in this one process, one step each in turn (so background load hits all alike),
 from the same initial weights, on the same data, with the real `training.steps` functions:
 
-  ours             the trainer's step: `sample_batch` from the cached `StyleBank` (Gram targets and
-                   style statistics computed once, before training), one generator forward shared
-                   by `discriminator_step` and `generator_step` (as `training_step` does), one
-                   VGG19 pass over the stylised batch for content and style losses, VGG19 in
-                   channels-last layout (`prepare_loss_network`), EMA update
-  straightforward  the same step without those: every step sends each sampled style image through
-                   VGG19 again for its Gram targets (at style_long_side) and its statistics (at
-                   style_image_size), the D step runs its own generator forward, and the generator
-                   step runs separate VGG19 passes (default layout) for the content and style losses
+Every loop samples its batch with the trainer's `sample_batch`: a fresh augmented view of each
+sample's style, sent through VGG19 for its Gram targets, moments and statistics (so there is
+nothing to cache across steps).
+
+  ours             the trainer's step: one generator forward shared by `discriminator_step` and
+                   `generator_step` (as `training_step` does), one VGG19 pass over the stylised batch
+                   for content and style losses, VGG19 in channels-last layout (`prepare_loss_network`)
+                   for the losses and the style views, EMA update
+  straightforward  the same step without those: the D step runs its own generator forward, the
+                   generator step runs separate VGG19 passes for the content and style losses, and
+                   VGG19 runs in the default layout
   ours, untuned    (--ablation) ours with the D step's own generator forward and VGG19 in the default
                    layout: the trainer before `training_step` and `prepare_loss_network`
 
 Before timing, the loops take two steps on the same fixed-seed batches from the same weights,
-and the benchmark fails unless the cached Gram targets and statistics equal the recomputed
-ones and every loss of ours and of the straightforward loop (on ours' VGG19 layout for this
-check) agree to 1e-4 (relative): caching, the shared VGG19 pass and the shared generator forward
-change no value. How far the channels-last layout alone moves the losses (float rounding) is
-reported beside it. The breakdown times each module's forward calls and marks, with gradient hooks and
+and the benchmark fails unless every loss of ours and of the straightforward loop (on ours'
+VGG19 layout for this check) agrees to 1e-4 (relative): the shared VGG19 pass and the shared
+generator forward change no value. How far the channels-last layout alone moves the losses (float
+rounding) is reported beside it. The breakdown times each module's forward calls and marks, with gradient hooks and
 optimizer hooks, when the backward pass reaches each network (synchronising CUDA at every mark).
 """
 from __future__ import annotations
@@ -49,16 +50,14 @@ from torch import Tensor, nn
 from benchmarks.common import DEFAULT_DATA, image_files, markdown_table, publish, synthetic_image, system_info
 from stylegan.discriminator import Discriminator
 from stylegan.features import VGG19Features
-from stylegan.generator import Generator, style_statistics
-from stylegan.images import resize_long_side
-from stylegan.losses import gram_matrix
+from stylegan.generator import Generator
+from training.batches import Batch, StyleBank, build_style_bank, sample_batch
 from training.config import PRESETS, TrainConfig, load_config
 from training.data import Folder, read_folder
-from training.steps import Batch, autocast, discriminator_step, generator_step, stylize_batch
-from training.trainer import StyleBank, build_style_bank, prepare_loss_network, sample_batch, update_ema
+from training.steps import autocast, discriminator_step, generator_step, stylize_batch
+from training.trainer import prepare_loss_network, update_ema
 
 LOSS_RTOL = 1e-4
-TARGET_RTOL = 1e-5
 
 
 # -- timing instruments ------------------------------------------------------------------------------
@@ -135,29 +134,31 @@ class SeparateVGGPasses(nn.Module):
 # -- the loops ---------------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class Variant:
-    """What a loop does: cached style targets, one generator forward for both steps, channels-last VGG19
-    with one pass for all losses (else the default layout and a pass per loss)."""
-    cached_targets: bool
+    """What a loop does: one generator forward for both steps; channels-last VGG19; one VGG19 pass for all
+    losses (else a pass per loss)."""
     shared_forward: bool
     tuned_vgg: bool
+    one_loss_pass: bool
 
 
 VARIANTS = {
-    "ours": Variant(cached_targets=True, shared_forward=True, tuned_vgg=True),
+    "ours": Variant(shared_forward=True, tuned_vgg=True, one_loss_pass=True),
     # `--ablation`: the trainer before `training_step` and `prepare_loss_network` (one VGG19 pass, default layout)
-    "ours, untuned": Variant(cached_targets=True, shared_forward=False, tuned_vgg=False),
-    "straightforward": Variant(cached_targets=False, shared_forward=False, tuned_vgg=False),
+    "ours, untuned": Variant(shared_forward=False, tuned_vgg=False, one_loss_pass=True),
+    "straightforward": Variant(shared_forward=False, tuned_vgg=False, one_loss_pass=False),
 }
 
 
 @dataclasses.dataclass
 class Loop:
-    """One training loop's state: wrapped networks, optimizers, EMA, its own RNG and clock."""
+    """One training loop's state: wrapped networks (`vgg` for the losses, `view_vgg` for the style views
+    inside data sampling), optimizers, EMA, its own RNG and clock."""
     name: str
     variant: Variant
     generator: Timed
     discriminator: Timed
     vgg: Timed
+    view_vgg: VGG19Features
     g_optimizer: torch.optim.Optimizer
     d_optimizer: torch.optim.Optimizer
     ema: Generator
@@ -170,9 +171,8 @@ def make_loop(name: str, initial: tuple[Generator, Discriminator], networks: dic
     """Fresh copies of the initial networks and optimizers, as `training.trainer.train` builds them.
     `networks`: the VGG19 in the default layout ("plain") and as the trainer prepares it ("tuned")."""
     variant = VARIANTS[name]
-    vgg: nn.Module = networks["tuned"] if variant.tuned_vgg else networks["plain"]
-    if not variant.cached_targets:
-        vgg = SeparateVGGPasses(networks["plain"], config.content_layer)
+    view_vgg = networks["tuned"] if variant.tuned_vgg else networks["plain"]
+    vgg: nn.Module = view_vgg if variant.one_loss_pass else SeparateVGGPasses(view_vgg, config.content_layer)
     generator, discriminator = (copy.deepcopy(module) for module in initial)
     clock = StepClock(device)
     g_optimizer = torch.optim.Adam(generator.parameters(), lr=config.generator_lr, betas=config.betas)
@@ -180,49 +180,8 @@ def make_loop(name: str, initial: tuple[Generator, Discriminator], networks: dic
     time_optimizer(g_optimizer, "G optimizer", clock)
     time_optimizer(d_optimizer, "D optimizer", clock)
     return Loop(name, variant, Timed(generator, "generator", clock), Timed(discriminator, "discriminator", clock),
-                Timed(vgg, "vgg", clock), g_optimizer, d_optimizer,
+                Timed(vgg, "vgg", clock), view_vgg, g_optimizer, d_optimizer,
                 copy.deepcopy(generator).requires_grad_(False), torch.Generator().manual_seed(config.seed), clock)
-
-
-def recompute_style_targets(images: list[Tensor], vgg: VGG19Features, config: TrainConfig,
-                            device: torch.device) -> tuple[dict[str, Tensor], Tensor]:
-    """Gram targets (at style_long_side) and full-image statistics (at style_image_size) of each
-    style image, through VGG19 now: what `StyleBank` computes once."""
-    layers, size = config.generator.style_layers, config.generator.style_image_size
-    grams: dict[str, list[Tensor]] = {name: [] for name in config.style_layers}
-    statistics_ = []
-    with torch.no_grad():
-        for image in images:
-            pixels = (image.float() / 255)[None].to(device)
-            features = vgg(pixels, config.style_layers)
-            for name in config.style_layers:
-                grams[name].append(gram_matrix(features[name])[0])
-            statistics_.append(style_statistics(vgg(resize_long_side(pixels, size), layers), layers)[0])
-    return {name: torch.stack(value) for name, value in grams.items()}, torch.stack(statistics_)
-
-
-def index_bank(styles: Folder) -> StyleBank:
-    """A bank that caches nothing: `sample_batch` on it draws contents, crops and strengths exactly as
-    on the real bank, and its "statistics" column carries each sample's style index (no augmented
-    views, so every sample takes the full-image statistics slot)."""
-    count = len(styles.images)
-    return StyleBank([p.stem for p in styles.paths], styles.images, {}, torch.empty(count, 0, 1),
-                     torch.arange(count, dtype=torch.float32)[:, None])
-
-
-def straightforward_batch(contents: Folder, styles: Folder, vgg: VGG19Features, config: TrainConfig,
-                          rng: torch.Generator, device: torch.device, clock: StepClock) -> tuple[Batch, Tensor]:
-    """A batch whose style targets go through VGG19 this step (once per distinct style in the batch)."""
-    with clock.section("data sampling"):
-        batch = sample_batch(contents, index_bank(styles), config, rng, device)
-        style_index = batch.style_statistics[:, 0].long().cpu()
-    with clock.section("style targets through VGG19"):
-        unique, inverse = style_index.unique(return_inverse=True)
-        grams, statistics_ = recompute_style_targets([styles.images[i] for i in unique], vgg, config, device)
-        inverse = inverse.to(device)
-        batch = dataclasses.replace(batch, style_statistics=statistics_[inverse],
-                                    target_grams={name: value[inverse] for name, value in grams.items()})
-    return batch, style_index
 
 
 def train_step(loop: Loop, batch: Batch, config: TrainConfig) -> dict[str, float]:
@@ -247,20 +206,17 @@ def train_step(loop: Loop, batch: Batch, config: TrainConfig) -> dict[str, float
     return result
 
 
-def loop_step(loop: Loop, contents: Folder, styles: Folder, bank: StyleBank, vgg: VGG19Features,
-              config: TrainConfig, device: torch.device) -> dict[str, float]:
-    """One whole step: a batch (from the bank, or with its targets through `vgg` now), D, G, EMA."""
-    if loop.variant.cached_targets:
-        with loop.clock.section("data sampling"):
-            batch = sample_batch(contents, bank, config, loop.rng, device)
-    else:
-        batch, _ = straightforward_batch(contents, styles, vgg, config, loop.rng, device, loop.clock)
+def loop_step(loop: Loop, contents: Folder, bank: StyleBank, config: TrainConfig,
+              device: torch.device) -> dict[str, float]:
+    """One whole step: a batch (style views through the loop's VGG19), D, G, EMA."""
+    with loop.clock.section("data sampling"):
+        batch = sample_batch(contents, bank, config, loop.rng, device, loop.view_vgg)
     return train_step(loop, batch, config)
 
 
 # -- the breakdown ---------------------------------------------------------------------------------------
 SECTIONS = (
-    "data sampling", "style targets through VGG19",
+    "data sampling",
     "D step: G forward (no grad; ours shares the G step's)", "D step: D forward (real + fake)", "D step: D backward", "D step: Adam",
     "D step: rest (losses, .item())",
     "G step: G forward", "G step: VGG forward (content + stylised)", "G step: D forward",
@@ -277,7 +233,6 @@ def breakdown(clock: StepClock) -> dict[str, float]:
     d_backward_start = min(marks["d:discriminator output grad"])
     parts = {
         "data sampling": durations["data sampling"],
-        "style targets through VGG19": durations.get("style targets through VGG19", 0.0),
         "D step: G forward (no grad; ours shares the G step's)": durations["d:generator forward"],
         "D step: D forward (real + fake)": durations["d:discriminator forward"],
         "D step: D backward": marks["d:D optimizer step start"][0] - d_backward_start,
@@ -308,30 +263,22 @@ def relative_error(actual: float, expected: float) -> float:
 
 
 def check_equal_losses(initial: tuple[Generator, Discriminator], networks: dict[str, VGG19Features],
-                       contents: Folder, styles: Folder, bank: StyleBank, config: TrainConfig, device: torch.device,
+                       contents: Folder, bank: StyleBank, config: TrainConfig, device: torch.device,
                        steps: int = 2) -> dict[str, float]:
     """Two steps of the loops on the same fixed-seed batches. The straightforward loop runs on ours'
-    VGG19 layout here, so only caching and sharing tell them apart, and its recomputed targets,
-    separate passes and second generator forward must give ours' values. The layout's own effect
-    (float rounding) is measured against "ours, untuned" and reported, not asserted."""
+    VGG19 layout here, so only sharing tells them apart, and its separate passes and second generator
+    forward must give ours' values. The layout's own effect (float rounding) is measured against
+    "ours, untuned" and reported, not asserted."""
     tuned = networks["tuned"]
     ours = make_loop("ours", initial, networks, config, device)
     plain = make_loop("straightforward", initial, {"plain": tuned, "tuned": tuned}, config, device)
     untuned = make_loop("ours, untuned", initial, networks, config, device)
     sampling_rng = torch.Generator().manual_seed(config.seed + 7)
-    worst = {"targets": 0.0, "losses": 0.0, "layout": 0.0}
+    worst = {"losses": 0.0, "layout": 0.0}
     for step in range(steps):
-        batch, style_index = straightforward_batch(contents, styles, tuned, config, sampling_rng, device, plain.clock)
-        cached = dataclasses.replace(batch, style_statistics=bank.full_statistics[style_index].to(device),
-                                     target_grams={name: value[style_index.to(value.device)]
-                                                   for name, value in bank.target_grams.items()})
-        pairs = [(cached.style_statistics, batch.style_statistics)]
-        pairs += [(cached.target_grams[name], batch.target_grams[name]) for name in config.style_layers]
-        for expected, actual in pairs:
-            error = float((actual - expected).abs().max() / expected.abs().max().clamp_min(1e-12))
-            worst["targets"] = max(worst["targets"], error)
-        ours_losses = train_step(ours, cached, config)
-        plain_losses, untuned_losses = train_step(plain, batch, config), train_step(untuned, cached, config)
+        batch = sample_batch(contents, bank, config, sampling_rng, device, tuned)
+        ours_losses = train_step(ours, batch, config)
+        plain_losses, untuned_losses = train_step(plain, batch, config), train_step(untuned, batch, config)
         for name, value in ours_losses.items():
             error = relative_error(plain_losses[name], value)
             if error > LOSS_RTOL:
@@ -339,8 +286,6 @@ def check_equal_losses(initial: tuple[Generator, Discriminator], networks: dict[
                                  f"straightforward {plain_losses[name]!r}")
             worst["losses"] = max(worst["losses"], error)
             worst["layout"] = max(worst["layout"], relative_error(untuned_losses[name], value))
-    if worst["targets"] > TARGET_RTOL:
-        raise SystemExit(f"cached style targets differ from recomputed ones by {worst['targets']:.2e} (relative)")
     return worst
 
 
@@ -373,12 +318,12 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     torch.manual_seed(config.seed)
     initial = (Generator(config.generator).to(device), Discriminator(config.discriminator).to(device))
     started = time.perf_counter()
-    bank = build_style_bank(styles, networks["tuned"], config, torch.Generator().manual_seed(config.seed + 2), device)
+    bank = build_style_bank(styles, networks["tuned"], config, device)
     bank_seconds = time.perf_counter() - started
-    initial[0].set_style_standardization(torch.cat([bank.view_statistics.flatten(0, 1), bank.full_statistics]))
+    initial[0].set_style_standardization(bank.full_statistics)  # as the trainer does
     print(f"  style bank of {len(styles.images)} styles built in {bank_seconds:.1f} s; checking losses ...",
           file=sys.stderr, flush=True)
-    check = check_equal_losses(initial, networks, contents, styles, bank, config, device)
+    check = check_equal_losses(initial, networks, contents, bank, config, device)
 
     names = [name for name in VARIANTS if args.ablation or name != "ours, untuned"]
     loops = {name: make_loop(name, initial, networks, config, device) for name in names}
@@ -387,7 +332,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         for name, loop in loops.items():
             loop.clock.reset()
             with loop.clock.section("step"):
-                loop_step(loop, contents, styles, bank, networks["plain"], config, device)
+                loop_step(loop, contents, bank, config, device)
             timed = index >= args.warmup
             print(f"  {name} step {index + 1}{'' if timed else ' (warm-up)'}: "
                   f"{loop.clock.durations['step']:.2f} s", file=sys.stderr, flush=True)
@@ -438,11 +383,10 @@ def format_report(report: dict[str, object]) -> str:
         "",
         markdown_table(["speed ratio", ""], ratios),
         "",
-        (f"One-off cost of ours: the style bank (Gram targets and statistics of {report['styles']} styles) took "
-         f"{report['style_bank_seconds']:.1f} s before training."),
-        (f"Equality check (2 steps, fixed seed, same VGG19 layout): cached vs recomputed style targets agree to "
-         f"{check['targets']:.1e} (max error / max value), every D and G loss of ours and the straightforward "
-         f"loop to {check['losses']:.1e} (relative); the channels-last layout alone moves them by up to "
+        (f"One-off cost: the style bank (statistics of {report['styles']} whole styles, for the standardisation) "
+         f"took {report['style_bank_seconds']:.1f} s before training."),
+        (f"Equality check (2 steps, fixed seed, same VGG19 layout): every D and G loss of ours and the "
+         f"straightforward loop agrees to {check['losses']:.1e} (relative); the channels-last layout alone moves them by up to "
          f"{check['layout']:.1e} (float rounding, compounded over the steps)."),
     ])
 
@@ -451,7 +395,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_training", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="cpu-small", help=f"a preset {sorted(PRESETS)} or a JSON file")
-    parser.add_argument("--crop-size", type=int, help="training crop side (default 256; 64 with --quick)")
+    parser.add_argument("--crop-size", type=int, help="training crop side (default: the config's; 64 with --quick)")
     parser.add_argument("--batch-size", type=int, help="default: the config's (2 with --quick)")
     parser.add_argument("--steps", type=int, help="timed steps per loop (default 3; 2 with --quick)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per loop first (default 1)")
@@ -465,11 +409,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help="also write every measurement here")
     args = parser.parse_args(argv)
     config = load_config(args.config)
-    args.crop_size = args.crop_size or (64 if args.quick else 256)
+    args.crop_size = args.crop_size or (64 if args.quick else config.crop_size)
     args.batch_size = args.batch_size or (2 if args.quick else config.batch_size)
     args.steps = args.steps or (2 if args.quick else 3)
     args.max_images = args.max_images or (4 if args.quick else 8)
     args.overrides = {"content_long_side": 128, "style_long_side": 128} if args.quick else {}
+    args.overrides["style_view_size"] = max(config.style_view_size, args.crop_size)  # views cover the crop
     if args.crop_size % 4 or args.steps < 1 or args.warmup < 0 or args.max_images < 1:
         parser.error("--crop-size must be a multiple of 4, --steps and --max-images ≥ 1, --warmup ≥ 0")
     return args

@@ -112,18 +112,17 @@ def fit_lut(images: Tensor, palettes: Tensor, size: int = LUT_SIZE) -> Tensor:
     """(B, 3, H, W) images and (B, K, 3, Q) target palettes -> (B, 3, size, size, size) tables that move
     each image's colour distribution onto its palette (iterative distribution transfer)."""
     colours = _colours(images.detach())
+    batch, count = colours.shape[:2]
     lattice = identity_lut(size, colours.device).flatten(1).T  # (size³, 3)
-    tables = []
-    for sample, palette in zip(colours, palettes.to(colours.device, torch.float32)):
-        points = torch.cat([sample, lattice])
-        count = sample.shape[0]
-        for rotation, target in zip(ROTATIONS.to(points.device), palette):
-            projected = points @ rotation.T
-            source = _quantiles(projected[None, :count])[0]
-            moved = piecewise_linear(projected.T, source, target).T
-            points = points + (moved - projected) @ rotation
-        tables.append(points[count:].clamp(0, 1).T.reshape(3, size, size, size))
-    return torch.stack(tables)
+    points = torch.cat([colours, lattice.expand(batch, -1, -1)], dim=1)  # the samples' colours, then the lattice
+    palettes = palettes.to(colours.device, torch.float32)
+    for rotation, target in zip(ROTATIONS.to(points.device), palettes.unbind(1)):
+        projected = points @ rotation.T  # (B, N + size³, 3)
+        source = _quantiles(projected[:, :count])
+        rows = projected.transpose(1, 2).reshape(batch * 3, -1)  # every sample's three axes at once
+        moved = piecewise_linear(rows, source.reshape(batch * 3, -1), target.reshape(batch * 3, -1))
+        points = points + (moved.view(batch, 3, -1).transpose(1, 2) - projected) @ rotation
+    return points[:, count:].clamp(0, 1).transpose(1, 2).reshape(batch, 3, size, size, size)
 
 
 def apply_lut(images: Tensor, tables: Tensor, strength: float | Tensor = 1.0) -> Tensor:
