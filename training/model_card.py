@@ -84,7 +84,7 @@ def read_evaluation(path: Path) -> dict | None:
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: not valid JSON ({error})") from error
     if not isinstance(values, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(values).__name__}")
+        raise ValueError(f"{path}: expected a JSON object, got {type(values).__name__}")  # noqa: TRY004 (bad file content)
     return values
 
 

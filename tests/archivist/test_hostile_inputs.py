@@ -429,5 +429,5 @@ def test_a_zip_member_without_a_name_is_refused(tmp_path: Path) -> None:
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr(zipfile.ZipInfo(""), b"not an image")
         archive.writestr("ok.txt", b"x")
-    items, refused = collect_batch([("unnamed.zip", path)])
+    _, refused = collect_batch([("unnamed.zip", path)])
     assert any("without a file name" in refusal.reason for refusal in refused)

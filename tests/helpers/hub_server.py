@@ -31,6 +31,7 @@ import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Self
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
@@ -199,7 +200,7 @@ class StandInHub:
         for thread in self.threads:
             thread.join()
 
-    def __enter__(self) -> StandInHub:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:

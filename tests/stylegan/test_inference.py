@@ -1,6 +1,7 @@
 """The public Stylizer API: sizes and modes, styles and blends, strength, tiling, threads."""
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 import textwrap
@@ -195,7 +196,8 @@ def test_large_scans_tile_with_bounded_memory(size: tuple[int, int]) -> None:
         tiled = stylizer._tiled(pixels, code, stats, stylizer.tile_size, None)
         print(peak_gib, float((whole - tiled).abs().max()))
     """)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=900)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=900,
+                          check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     peak_gib, seam_error = map(float, done.stdout.split()[-2:])
     assert peak_gib < 3.0
@@ -223,5 +225,5 @@ def test_strength_grows_away_from_the_content(bundled: Stylizer) -> None:
         result = to_tensor(bundled.stylize(content, "van_gogh_starry_night", strength))
         distances.append(float((result - pixels).abs().mean()))
     assert distances[0] == 0.0
-    assert all(later > earlier for earlier, later in zip(distances, distances[1:]))
+    assert all(later > earlier for earlier, later in itertools.pairwise(distances))
     assert distances[-1] > 3 * distances[1]
