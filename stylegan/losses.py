@@ -95,6 +95,17 @@ def contrast_floor_loss(images: Tensor, references: Tensor, floor: float) -> Ten
     return F.relu(floor - contrast_ratio(images, references)).square().mean()
 
 
+def strength_linearity_loss(partial: Tensor, full: Tensor, content: Tensor, strength: Tensor) -> Tensor:
+    """Mean over the batch of ((d(partial) − s·d(full)) / d(full))², d(x) = mean |x − content| per image:
+    the output at strength s should be s of the way from the content, measured as the full-strength
+    output is (held fixed: the term shapes the path to it, not the full-strength result). A style slider
+    whose first 5 % already gives most of the change is the failure this prevents."""
+    def distance(images: Tensor) -> Tensor:
+        return (images - content).abs().flatten(1).mean(1)
+    reach = distance(full.detach()).clamp_min(1e-4)
+    return ((distance(partial) - strength * reach) / reach).square().mean()
+
+
 def total_variation_loss(images: Tensor) -> Tensor:
     """Anisotropic TV: mean |x[i+1] - x[i]| over both image axes."""
     return ((images[..., 1:, :] - images[..., :-1, :]).abs().mean()

@@ -33,6 +33,7 @@ class Batch:
     target_moments: dict[str, tuple[Tensor, Tensor]]  # layer -> per-channel (mean, std), each (B, C)
     palettes: Tensor  # (B, K, 3, Q) each style view's palette (`stylegan.palette`)
     strength: Tensor  # (B,) 0 (learn the identity) or 1 (full style)
+    partial_strength: Tensor | None = None  # (B,) in (0, 1) for the strength-linearity term, when it is on
 
 
 @dataclass
@@ -101,6 +102,8 @@ def sample_batch(contents: Folder, bank: StyleBank, config: TrainConfig, generat
     style_crops = torch.stack([view[:, top:top + size, left:left + size] for view, (top, left) in zip(views, offsets)])
     strength = (torch.rand(count, generator=generator) >= config.identity_probability).float()
     strength[0] = 1.0  # every batch trains the style path
+    # Drawn only when the term is on, so runs without it keep their random stream.
+    partial = torch.rand(count, generator=generator).to(device) if config.strength_linearity_weight else None
     with torch.no_grad():
         layers = tuple(dict.fromkeys((*config.style_layers, *config.generator.style_layers)))
         features = vgg(views.contiguous(memory_format=torch.channels_last), layers)
@@ -109,4 +112,4 @@ def sample_batch(contents: Folder, bank: StyleBank, config: TrainConfig, generat
         statistics = style_statistics(features, config.generator.style_layers, moments)
         palettes = palette_of(views)
     return Batch(content.to(device), style_crops, statistics, grams,
-                 {name: moments[name] for name in config.style_layers}, palettes, strength.to(device))
+                 {name: moments[name] for name in config.style_layers}, palettes, strength.to(device), partial)

@@ -60,6 +60,10 @@ class TrainConfig:
     # (stylegan.losses.contrast_floor_loss): with `palette_in_loss` the palette hides a near-flat output.
     network_contrast_weight: float = 0.0
     network_contrast_floor: float = 0.5
+    # Strength linearity (stylegan.losses.strength_linearity_loss): the network's output at a random
+    # strength s in (0, 1) should be s of the way from the content to its full-strength output (training
+    # otherwise sees only strengths 0 and 1, and some styles' codes then change most of the image by s = 0.05).
+    strength_linearity_weight: float = 0.0
     content_layer: str = "relu4_1"
     style_layers: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
     identity_probability: float = 0.15  # share of samples trained at strength 0

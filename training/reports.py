@@ -78,8 +78,8 @@ def plot_losses(metrics_path: Path, out_path: Path) -> None:
     records = read_metrics(metrics_path)
     if not records:
         return
-    keys = [k for k in ("g_total", "content", "style", "contrastive", "network_flattening", "g_adv", "d_loss",
-                        "identity") if k in records[-1]]
+    keys = [k for k in ("g_total", "content", "style", "contrastive", "network_flattening", "strength_linearity",
+                        "g_adv", "d_loss", "identity") if k in records[-1]]
     figure, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3))
     for axis, key in zip(axes if len(keys) > 1 else [axes], keys):
         points = [(r["step"], r[key]) for r in records if key in r and r[key] > 0]

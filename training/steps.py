@@ -82,7 +82,7 @@ def generator_step(generator: nn.Module, discriminator: nn.Module, vgg: VGG19Fea
                    optimizer: torch.optim.Optimizer, batch: Batch, config: TrainConfig,
                    stylized: Stylized | None = None) -> dict[str, float]:
     """ℓ_total = λadv·ℓ_adv + λc·ℓ_content + λs·ℓ_style (+ λms·mean/std style, + contrastive style,
-    + network contrast floor, + identity at strength 0, + TV).
+    + network contrast floor, + strength linearity, + identity at strength 0, + TV).
 
     `stylized`: the generator's output for this batch with its graph, if already computed.
     """
@@ -95,7 +95,7 @@ def generator_step(generator: nn.Module, discriminator: nn.Module, vgg: VGG19Fea
         network, stylized = stylized or stylize_batch(generator, batch, config)
         features = {name: value.float() for name, value in vgg(stylized, layers).items()}
         content = losses.relative_content_loss(features[config.content_layer], content_features.float())
-        style = moments = adversarial = contrastive = flattening = torch.zeros((), device=stylized.device)
+        style = moments = adversarial = contrastive = flattening = linearity = torch.zeros((), device=stylized.device)
         if styled.any():
             styled_features = {name: features[name][styled] for name in config.style_layers}
             style = losses.relative_style_loss(
@@ -112,14 +112,21 @@ def generator_step(generator: nn.Module, discriminator: nn.Module, vgg: VGG19Fea
                 # style's contrast, so without this nothing downstream sees the network flatten.
                 flattening = losses.contrast_floor_loss(network[styled].float(), batch.content[styled],
                                                         config.network_contrast_floor)
+            if config.strength_linearity_weight:
+                module, partial_strength = unwrap(generator), batch.partial_strength[styled]
+                code = module.blend(module.encode_style(batch.style_statistics[styled]), partial_strength)
+                partial = generator(batch.content[styled], code)
+                linearity = losses.strength_linearity_loss(partial.float(), network[styled].float(),
+                                                           batch.content[styled], partial_strength)
             conditioning = unwrap(generator).standardize_style(batch.style_statistics[styled])
             adversarial = g_loss_fn(discriminator(stylized[styled], conditioning).float())
         total = losses.total_generator_loss(config.adversarial_weight * adversarial, content, style,
                                             config.content_weight, config.style_weight)
         total = (total + config.mean_std_weight * moments + config.contrastive_weight * contrastive
-                 + config.network_contrast_weight * flattening)
+                 + config.network_contrast_weight * flattening + config.strength_linearity_weight * linearity)
         result = {"content": content.detach().item(), "style": style.detach().item(),
                   "mean_std": moments.detach().item(), "network_flattening": flattening.detach().item(),
+                  "strength_linearity": linearity.detach().item(),
                   "contrastive": contrastive.detach().item(), "g_adv": adversarial.detach().item()}
         if (~styled).any():
             identity = F.mse_loss(stylized[~styled].float(), batch.content[~styled])

@@ -39,6 +39,21 @@ def test_contrast_floor_loss_is_zero_above_the_floor_and_pushes_a_flattened_imag
     assert losses.contrast_floor_loss(stepped, content, 0.5) < loss  # descent restores contrast
 
 
+def test_strength_linearity_loss_is_zero_on_a_straight_path_and_penalises_an_early_jump() -> None:
+    content = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    full = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    strength = torch.tensor([0.25, 0.5])
+    straight = content + strength[:, None, None, None] * (full - content)
+    assert losses.strength_linearity_loss(straight, full, content, strength).item() == pytest.approx(0, abs=1e-10)
+    # at s = 0.05 already 80 % of the way: ((0.8 - 0.05) / 1)² each
+    early = (content + 0.8 * (full - content)).requires_grad_()
+    loss = losses.strength_linearity_loss(early, full, content, torch.tensor([0.05, 0.05]))
+    assert loss.item() == pytest.approx(0.75 ** 2, rel=1e-4)
+    loss.backward()
+    stepped = early.detach() - 0.05 * early.grad / early.grad.abs().max()
+    assert losses.strength_linearity_loss(stepped, full, content, torch.tensor([0.05, 0.05])) < loss
+
+
 def test_contrastive_style_loss_rewards_each_output_nearest_its_own_style() -> None:
     generator = torch.Generator().manual_seed(0)
     styles = torch.rand(4, 3, 6, 6, generator=generator) * torch.tensor([1.0, 2.0, 3.0, 4.0])[:, None, None, None]

@@ -172,6 +172,29 @@ def test_the_network_contrast_floor_acts_on_the_networks_own_output_before_the_p
     assert generator_step(generator, discriminator, vgg, g_optimizer, batch, off)["network_flattening"] == 0
 
 
+def test_the_strength_linearity_term_shapes_the_networks_output_at_a_partial_strength(data, vgg):
+    contents, bank = data
+    config = tiny(strength_linearity_weight=1.0, content_weight=0.0, style_weight=0.0, mean_std_weight=0.0,
+                  adversarial_weight=0.0, generator_lr=1e-2)
+    batch = sample_batch(contents, bank, config, torch.Generator().manual_seed(5), CPU, vgg)
+    assert batch.partial_strength.shape == (2,) and 0 < batch.partial_strength.min() <= batch.partial_strength.max() < 1
+    batch = dataclasses.replace(batch, strength=torch.ones(2), partial_strength=torch.tensor([0.05, 0.1]))
+    generator, discriminator, g_optimizer, _ = make_models(config)
+    # A style code far from the identity, so the output at 5-10 % strength is far off the straight path.
+    with torch.no_grad():
+        generator.to_modulation.bias.normal_(0, 1, generator=torch.Generator().manual_seed(0))
+        module = generator
+        full = module(batch.content, module.encode_style(batch.style_statistics))
+        partial = module(batch.content, module.blend(module.encode_style(batch.style_statistics), batch.partial_strength))
+    expected = losses.strength_linearity_loss(partial, full, batch.content, batch.partial_strength).item()
+    first = generator_step(generator, discriminator, vgg, g_optimizer, batch, config)
+    assert first["strength_linearity"] == pytest.approx(expected, rel=1e-4) and expected > 0
+    for _ in range(10):
+        last = generator_step(generator, discriminator, vgg, g_optimizer, batch, config)
+    assert last["strength_linearity"] < 0.5 * first["strength_linearity"]
+    assert sample_batch(contents, bank, tiny(), torch.Generator().manual_seed(5), CPU, vgg).partial_strength is None
+
+
 @pytest.mark.parametrize("kind", ADVERSARIAL_KINDS)
 def test_every_adversarial_loss_runs_a_step(kind, data, vgg):
     config = tiny(adversarial_loss=kind)
