@@ -327,6 +327,18 @@ def contrast_ratio(images: Tensor, references: Tensor) -> Tensor:
     return luminance(images).flatten(1).std(1) / luminance(references).flatten(1).std(1).clamp_min(1e-6)
 
 
+def structure_kept(images: Tensor, references: Tensor) -> Tensor:
+    """(B,): how much of each reference's luminance pattern an image carries, as the slope of regressing the
+    image's BT.601 luminance on the reference's, cov(Y, Y_ref) / var(Y_ref): 1 for the reference itself,
+    0.5 at half its contrast, near 0 for a flat image and for a pattern of its own unrelated to the reference
+    (which `contrast_ratio` counts as contrast)."""
+    image = luminance(images).flatten(1)
+    reference = luminance(references).flatten(1)
+    image = image - image.mean(1, keepdim=True)
+    reference = reference - reference.mean(1, keepdim=True)
+    return (image * reference).mean(1) / reference.square().mean(1).clamp_min(1e-12)
+
+
 def preserve_colors(stylized: Tensor, content: Tensor) -> Tensor:
     """Keep the content's colours: stylised luminance with the content's chroma (YCbCr, BT.601).
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .images import contrast_ratio
+from .images import structure_kept
 
 
 def gram_matrix(features: Tensor) -> Tensor:
@@ -90,9 +90,12 @@ def contrastive_style_loss(features: Mapping[str, Tensor], target_grams: Mapping
 
 
 def contrast_floor_loss(images: Tensor, references: Tensor, floor: float) -> Tensor:
-    """Mean over the batch of relu(floor − σ(Y)/σ(Y_ref))², σ(Y) the std of an image's BT.601 luminance:
-    zero while each image keeps at least `floor` of its reference's luminance contrast, growing as it flattens."""
-    return F.relu(floor - contrast_ratio(images, references)).square().mean()
+    """Mean over the batch of relu(floor − k)², k = `stylegan.images.structure_kept`, the share of the reference's
+    luminance pattern an image carries: zero while each image keeps at least `floor` of it, growing as it
+    flattens. Contrast of the image's own (blobs, a texture unrelated to the content) does not count: a floor on
+    the plain contrast ratio let the network meet it with blobs that erased the content (faces lost for pale
+    styles such as Monet's Impression, Sunrise)."""
+    return F.relu(floor - structure_kept(images, references)).square().mean()
 
 
 def strength_linearity_loss(partial: Tensor, full: Tensor, content: Tensor, strength: Tensor) -> Tensor:

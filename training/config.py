@@ -56,8 +56,8 @@ class TrainConfig:
     contrastive_weight: float = 0.0
     contrastive_layers: tuple[str, ...] = ("relu3_1", "relu4_1")
     contrastive_temperature: float = 1.0
-    # A floor on the network's own output's luminance contrast, as a share of its content's
-    # (stylegan.losses.contrast_floor_loss): with `palette_in_loss` the palette hides a near-flat output.
+    # A floor on how much of its content's luminance pattern the network's own output keeps (regression slope;
+    # stylegan.losses.contrast_floor_loss): with `palette_in_loss` the palette hides a near-flat output.
     network_contrast_weight: float = 0.0
     network_contrast_floor: float = 0.5
     # Strength linearity (stylegan.losses.strength_linearity_loss): the network's output at a random

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from stylegan import losses
+from stylegan.images import contrast_ratio
 
 
 def test_gram_matrix_normalisation() -> None:
@@ -37,6 +38,11 @@ def test_contrast_floor_loss_is_zero_above_the_floor_and_pushes_a_flattened_imag
     loss.backward()
     stepped = flat.detach() - 0.05 * flat.grad / flat.grad.abs().max()
     assert losses.contrast_floor_loss(stepped, content, 0.5) < loss  # descent restores contrast
+    # As much contrast as the content, but a pattern of its own (the content's pixels shuffled): penalised.
+    shuffled = content.flatten(2)[..., torch.randperm(256, generator=torch.Generator().manual_seed(1))].view_as(content)
+    assert contrast_ratio(shuffled, content) == pytest.approx(torch.ones(2), rel=1e-5)  # all the contrast...
+    assert losses.contrast_floor_loss(shuffled, content, 0.5) > 0.15  # ...but little of the content: ~(0.5 - 0.1)²
+    assert losses.contrast_floor_loss(1 - content, content, 0.5) == pytest.approx(2.25, rel=1e-4)  # inverted: (0.5 + 1)²
 
 
 def test_strength_linearity_loss_is_zero_on_a_straight_path_and_penalises_an_early_jump() -> None:
