@@ -8,6 +8,7 @@ given; no style has a fixed target it could learn to look up.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,13 +92,22 @@ def sample_batch(contents: Folder, bank: StyleBank, config: TrainConfig, generat
     content = torch.stack([random_crop(contents.images[content_index()], size,
                                        random_scale(config.scale_jitter, generator) / stored_scale, generator)
                            for _ in range(count)])
-    sources = []
+    sources, whole = [], []  # whole: the bank index whose whole-image statistics are the sample's code input
+    own_colours = dataclasses.replace(config, hue_rotation_probability=0.0, saturation_range=(1.0, 1.0),
+                                      fade_probability=0.0)
     for _ in range(count):
         if float(torch.rand((), generator=generator)) < config.photo_style_probability:
             sources.append(contents.images[content_index()])
+            whole.append(None)
         else:
-            sources.append(bank.images[int(torch.randint(len(bank.images), (1,), generator=generator))])
-    views = torch.stack([style_view(source, config, generator) for source in sources]).to(device)
+            index = int(torch.randint(len(bank.images), (1,), generator=generator))
+            sources.append(bank.images[index])
+            # Drawn only when enabled, so runs without it keep their random stream.
+            reads_whole = (config.whole_style_code_probability
+                           and float(torch.rand((), generator=generator)) < config.whole_style_code_probability)
+            whole.append(index if reads_whole else None)
+    views = torch.stack([style_view(source, config if index is None else own_colours, generator)
+                         for source, index in zip(sources, whole)]).to(device)
     offsets = torch.randint(config.style_view_size - size + 1, (count, 2), generator=generator).tolist()
     style_crops = torch.stack([view[:, top:top + size, left:left + size] for view, (top, left) in zip(views, offsets)])
     strength = (torch.rand(count, generator=generator) >= config.identity_probability).float()
@@ -111,5 +121,8 @@ def sample_batch(contents: Folder, bank: StyleBank, config: TrainConfig, generat
         moments = channel_moments(features, layers)
         statistics = style_statistics(features, config.generator.style_layers, moments)
         palettes = palette_of(views)
+        for sample, index in enumerate(whole):
+            if index is not None:
+                statistics[sample] = bank.full_statistics[index].to(statistics)
     return Batch(content.to(device), style_crops, statistics, grams,
                  {name: moments[name] for name in config.style_layers}, palettes, strength.to(device), partial)

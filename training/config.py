@@ -37,6 +37,10 @@ class TrainConfig:
     fade_probability: float = 0.0
     fade_range: tuple[float, float] = (0.15, 0.6)
     photo_style_probability: float = 0.1
+    # With this probability a sample's code reads its style's whole image at style_image_size, as inference
+    # does (`StyleBank.full_statistics`), and its view keeps the style's own colours: codes read from 128-px
+    # views alone left the whole-image codes of some styles (Monet's Impression, Sunrise; Turner) untrained.
+    whole_style_code_probability: float = 0.0
     # Losses: total = λadv·adv + λc·content + λs·Gram style (+ λms·mean/std style, + contrastive style,
     # + network contrast floor, + identity for strength-0 samples, + TV), content and style each relative
     # to their target's size (stylegan.losses.relative_*). With `palette_in_loss` the output is first moved

@@ -350,6 +350,16 @@ def test_a_faded_style_view_keeps_its_mean_colour_and_a_share_of_its_contrast_fr
     with pytest.raises(ValueError, match="fade_range"):
         dataclasses.replace(plain, fade_range=(0.0, 0.5))
 
+
+def test_whole_style_codes_read_each_style_as_inference_does(data, vgg):
+    contents, bank = data
+    config = tiny(whole_style_code_probability=1.0, photo_style_probability=0.0, fade_probability=1.0)
+    batch = sample_batch(contents, bank, config, torch.Generator().manual_seed(5), CPU, vgg)
+    for row in batch.style_statistics:  # each sample's code input: one style's whole-image statistics
+        assert any(torch.equal(row, whole) for whole in bank.full_statistics)
+    views = sample_batch(contents, bank, tiny(photo_style_probability=0.0), torch.Generator().manual_seed(5), CPU, vgg)
+    assert not any(torch.equal(row, whole) for row in views.style_statistics for whole in bank.full_statistics)
+
 @pytest.mark.slow
 def test_torchrun_two_processes_train_together_and_only_rank_0_writes(image_folders, tmp_path):
     config_file = tmp_path / "tiny.json"
