@@ -93,8 +93,8 @@ def sample_batch(contents: Folder, bank: StyleBank, config: TrainConfig, generat
                                        random_scale(config.scale_jitter, generator) / stored_scale, generator)
                            for _ in range(count)])
     sources, whole = [], []  # whole: the bank index whose whole-image statistics are the sample's code input
-    own_colours = dataclasses.replace(config, hue_rotation_probability=0.0, saturation_range=(1.0, 1.0),
-                                      fade_probability=0.0)
+    own_colours = (dataclasses.replace(config, hue_rotation_probability=0.0, saturation_range=(1.0, 1.0),
+                                       fade_probability=0.0) if config.whole_style_code_probability else config)
     for _ in range(count):
         if float(torch.rand((), generator=generator)) < config.photo_style_probability:
             sources.append(contents.images[content_index()])

@@ -183,9 +183,9 @@ def test_the_strength_linearity_term_shapes_the_networks_output_at_a_partial_str
     # A style code far from the identity, so the output at 5-10 % strength is far off the straight path.
     with torch.no_grad():
         generator.to_modulation.bias.normal_(0, 1, generator=torch.Generator().manual_seed(0))
-        module = generator
-        full = module(batch.content, module.encode_style(batch.style_statistics))
-        partial = module(batch.content, module.blend(module.encode_style(batch.style_statistics), batch.partial_strength))
+        code = generator.encode_style(batch.style_statistics)
+        full = generator(batch.content, code)
+        partial = generator(batch.content, generator.blend(code, batch.partial_strength))
     expected = losses.strength_linearity_loss(partial, full, batch.content, batch.partial_strength).item()
     first = generator_step(generator, discriminator, vgg, g_optimizer, batch, config)
     assert first["strength_linearity"] == pytest.approx(expected, rel=1e-4) and expected > 0
