@@ -439,6 +439,15 @@ def test_load_config_reads_presets_and_json_and_rejects_bad_fields(tmp_path):
         load_config(str(tmp_path / "missing.json"))
 
 
+def test_every_config_file_in_the_repo_loads_with_each_of_its_keys_applied():
+    files = sorted((REPO_ROOT / "training" / "configs").glob("*.json"))
+    assert files
+    for path in files:
+        config, values = load_config(str(path)), json.loads(path.read_text())
+        for key, value in values.items():  # nothing silently dropped or renamed
+            assert getattr(config, key) == (tuple(value) if isinstance(value, list) else value), (path.name, key)
+
+
 # -- export --------------------------------------------------------------------------------------
 def front_matter(card: str) -> dict:
     assert card.startswith("---\n")
