@@ -190,7 +190,7 @@ def test_large_scans_tile_with_bounded_memory(size: tuple[int, int]) -> None:
         import resource, sys, numpy as np, torch
         from PIL import Image
         from stylegan import Stylizer
-        from stylegan.images import mean_chroma, structure_kept, to_tensor
+        from stylegan.images import mean_chroma, to_tensor
         from tests.stylegan.test_inference import gradient_image
         stylizer = Stylizer.from_pretrained(device="cpu")
         content = gradient_image(*{size})

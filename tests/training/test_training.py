@@ -360,6 +360,7 @@ def test_whole_style_codes_read_each_style_as_inference_does(data, vgg):
     views = sample_batch(contents, bank, tiny(photo_style_probability=0.0), torch.Generator().manual_seed(5), CPU, vgg)
     assert not any(torch.equal(row, whole) for row in views.style_statistics for whole in bank.full_statistics)
 
+
 @pytest.mark.slow
 def test_torchrun_two_processes_train_together_and_only_rank_0_writes(image_folders, tmp_path):
     config_file = tmp_path / "tiny.json"
