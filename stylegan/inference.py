@@ -73,6 +73,7 @@ from .presets import (
     preset_gram_files,
 )
 from .progress import ProgressCallback
+from .strength import blend_fraction, strength_curve
 
 DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
 BUNDLED_REPO = "bundled"
@@ -125,7 +126,8 @@ class StylizeSettings:
     """How to stylise, validated here once: what `Stylizer.stylize`'s keywords describe.
 
     `strength` ∈ [0, 1] blends the style's statistics with a learned identity (0 returns the content
-    itself); `max_long_side` optionally downsizes the result; `texture_side`: the style is painted at
+    itself), at the fraction where the result changes about `strength` of its full change
+    (`stylegan.strength`); `max_long_side` optionally downsizes the result; `texture_side`: the style is painted at
     about that² pixels and the full-resolution detail restored (None: at the image's own resolution,
     texture in pixels); `mode="optimize"`: per-image optimisation from the content instead of the
     network; `quality="best"`: the network's result refined by optimisation; `steps`: the loss
@@ -240,6 +242,7 @@ class Stylizer:
 
             self._onnx = OnnxGenerator(self.generator, self.model_info.weights_sha256 or None)
         self._code_cache: OrderedDict[str, StyleEntry] = OrderedDict()  # pixel hash -> entry
+        self._curve_cache: OrderedDict[bytes, Tensor] = OrderedDict()  # style code -> `strength_curve`
         self._cache_lock = threading.Lock()
 
     # -- loading -----------------------------------------------------------------------------
@@ -353,6 +356,40 @@ class Stylizer:
         bands = None if any(b is None for b in signatures) else blend_signatures(torch.stack(signatures), weights)
         return StyleEntry(code, chroma, palette, bands)
 
+    @torch.inference_mode()
+    def blend_fraction(self, style: Style, strength: float) -> float:
+        """The code-blend fraction at which `style` is run for `strength` (`stylegan.strength`: the result
+        changes about `strength` of its full change); measured once per style on a probe image."""
+        return self._blend_fraction(self._blended(style), strength)
+
+    def _blend_fraction(self, entry: StyleEntry, strength: float) -> float:
+        if strength <= 0 or strength >= 1:
+            return strength
+        key = entry.code.float().cpu().numpy().tobytes()
+        with self._cache_lock:
+            curve = self._curve_cache.get(key)
+        if curve is None:  # torch's generator whatever the backend: one batch, ONNX graphs take one image
+            curve = strength_curve(lambda probes, fractions: self.generator(
+                probes.to(self.device, self.dtype, memory_format=torch.channels_last),
+                self.generator.blend(entry.code[None], fractions.to(self.device)).to(self.dtype)))
+            with self._cache_lock:
+                self._curve_cache[key] = curve
+                while len(self._curve_cache) > 64:
+                    self._curve_cache.popitem(last=False)
+        return blend_fraction(curve, strength)
+
+    def _finished_tensor(self, pixels: Tensor, entry: StyleEntry, fraction: float, *,
+                         texture_side: int | None = None, progress: ProgressCallback | None = None) -> Tensor:
+        """The fast path's result at code-blend `fraction`: network, palette, bands, chroma limit."""
+        code = self.generator.blend(entry.code[None], fraction).to(self.dtype)
+        result = self.stylize_tensor(pixels, code, progress=progress, texture_side=texture_side,
+                                     palette=entry.palette, bands=entry.bands, strength=fraction)
+        if entry.chroma is not None:
+            # No more colourful than the style (at strength 1): a guarantee on top of the palette
+            # transfer, which matches the style's colours closely but not exactly.
+            limit_chroma_(result, entry.chroma, fraction)
+        return result
+
     def preset_grams(self, name: str, layers: Sequence[str] = REFINE_STYLE_LAYERS,
                      purpose: str = "quality='best'") -> dict[str, Tensor]:
         """A preset's stored Grams at `layers` (its style image at long side PRESET_GRAM_LONG_SIDE); a
@@ -438,13 +475,8 @@ class Stylizer:
                                       seed=settings.seed, progress=progress)
         else:
             entry = self._blended(style)
-            code = self.generator.blend(entry.code[None], strength).to(self.dtype)
-            result = self.stylize_tensor(pixels, code, progress=progress, texture_side=settings.texture_side,
-                                         palette=entry.palette, bands=entry.bands, strength=strength)
-            if entry.chroma is not None:
-                # No more colourful than the style (at strength 1): a guarantee on top of the palette
-                # transfer, which matches the style's colours closely but not exactly.
-                limit_chroma_(result, entry.chroma, strength)
+            result = self._finished_tensor(pixels, entry, self._blend_fraction(entry, strength),
+                                           texture_side=settings.texture_side, progress=progress)
         return _finished(result, pixels, content, settings.preserve_color, max_long_side)
 
     @torch.inference_mode()
@@ -463,6 +495,7 @@ class Stylizer:
             yield _finished(pixels.clone(), pixels, content, False, max_long_side)
             return
         entry = self._blended(style)
+        strength = self._blend_fraction(entry, strength)  # the style terms weighted as the code is blended
         small = resize_to_area(pixels, texture_side or REFINE_MAX_SIDE)
         # The style read at the picture's scale: its texture comes out as large relative to the picture
         # as it is in the style image (at the evaluation's 512 px, what its Gram metric compares).

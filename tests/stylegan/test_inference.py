@@ -238,13 +238,16 @@ def test_every_preset_keeps_the_contents_light_and_dark_the_right_way_round(bund
         assert min(kept.values()) > least, sorted(kept.items(), key=lambda item: item[1])[:3]
 
 
-def test_strength_grows_away_from_the_content(bundled: Stylizer) -> None:
+def test_strength_grows_away_from_the_content_evenly_with_every_preset(bundled: Stylizer) -> None:
+    # As a plain code blend, strength 0.05 already gave 41-47 % of the full change with Monet's Impression,
+    # Sunrise and Turner's Temeraire on this image; the calibration (stylegan.strength) brings every preset
+    # under a quarter (the bundled model: 8-15 %).
     content = gradient_image(96, 80)
     pixels = to_tensor(content)
-    distances = []
-    for strength in [0.0, 0.05, 0.25, 0.5, 0.75, 1.0]:
-        result = to_tensor(bundled.stylize(content, "van_gogh_starry_night", strength))
-        distances.append(float((result - pixels).abs().mean()))
-    assert distances[0] == 0.0
-    assert all(later > earlier for earlier, later in itertools.pairwise(distances))
-    assert distances[-1] > 3 * distances[1]
+    for name in bundled.presets:
+        distances = [float((to_tensor(bundled.stylize(content, name, strength)) - pixels).abs().mean())
+                     for strength in [0.0, 0.05, 0.25, 0.5, 0.75, 1.0]]
+        assert distances[0] == 0.0, name
+        assert all(later > earlier for earlier, later in itertools.pairwise(distances[:5])), (name, distances)
+        assert distances[-1] >= 0.9 * max(distances), (name, distances)  # the full style is (near) the most change
+        assert distances[1] < distances[-1] / 4, (name, distances)
