@@ -10,6 +10,7 @@ from stylegan import Stylizer
 from stylegan.bands import (
     BAND_LEVELS,
     BAND_QUANTILES,
+    ORIENTATIONS,
     SIGNATURE_SIDE,
     band_signature,
     blend_signatures,
@@ -51,10 +52,16 @@ def test_the_pyramid_collapses_back_exactly() -> None:
     assert torch.allclose(collapse(bands, low), y, atol=1e-6)
 
 
-def test_a_signature_is_fixed_size_quantiles_and_refuses_a_sliver() -> None:
+def test_a_signature_is_fixed_size_quantiles_and_orientation_shares_and_refuses_a_sliver() -> None:
     signature = band_signature(scene(200))
-    assert signature.shape == (1, BAND_LEVELS, BAND_QUANTILES)
-    assert (signature.diff(dim=-1) >= 0).all()
+    assert signature.shape == (1, BAND_LEVELS, BAND_QUANTILES + ORIENTATIONS)
+    quantiles, shares = signature.split([BAND_QUANTILES, ORIENTATIONS], dim=-1)
+    assert (quantiles.diff(dim=-1) >= 0).all()
+    assert (shares >= 0).all() and torch.allclose(shares.sum(-1), torch.ones(1, BAND_LEVELS))
+    lines = band_signature(crisp_lines(SIGNATURE_SIDE))[0, :, BAND_QUANTILES:]
+    # Horizontal lines: all their detail at vertical frequencies, in the 90° window (which shares a sixth
+    # of it with each of its overlapping neighbours) and none at 0°.
+    assert (lines[:, 2] > 0.6).all() and (lines[:, 0] < 0.01).all()
     with pytest.raises(ValueError, match="at least"):
         band_signature(torch.rand(1, 3, 2, 4000))
 
@@ -71,6 +78,24 @@ def test_a_crisp_style_sharpens_and_a_soft_one_softens_luminance_only() -> None:
     assert unclamped.float().mean() > 0.9
     assert torch.allclose(change[:, 0][unclamped], change[:, 1][unclamped], atol=1e-6)  # luminance only
     assert (transfer_bands(content, band_signature(soft)[0], 0.0) == content).all()
+
+
+def across_over_along(images: torch.Tensor) -> float:
+    """Luminance change down the image over change across it: above 1 when detail runs horizontally."""
+    y = luminance(images)
+    return float(y.diff(dim=-2).square().mean() / y.diff(dim=-1).square().mean())
+
+
+def test_a_style_whose_detail_runs_one_way_turns_the_contents_detail_that_way() -> None:
+    noise = torch.rand(1, 1, SIGNATURE_SIDE // 2, SIGNATURE_SIDE // 2, generator=torch.Generator().manual_seed(9))
+    content = (scene(SIGNATURE_SIDE // 2, 10) + 0.1 * (noise - 0.5)).clamp(0, 1)  # detail in every direction
+    style = band_signature(crisp_lines(SIGNATURE_SIDE))[0]
+    oriented, quantiles_only = transfer_bands(content, style), transfer_bands(content, style[:, :BAND_QUANTILES])
+    assert across_over_along(content) == pytest.approx(1, abs=0.2)
+    assert across_over_along(quantiles_only) == pytest.approx(1, abs=0.3)  # sharper, in every direction alike
+    assert across_over_along(oriented) > 1.5 * across_over_along(quantiles_only)
+    same = transfer_bands(content, band_signature(content)[0])  # its own balance and quantiles: little moves
+    assert (same - content).abs().mean() < 0.25 * (oriented - content).abs().mean()
 
 
 def test_bands_are_paired_by_scale_relative_to_the_picture() -> None:
@@ -126,6 +151,7 @@ def test_presets_store_signatures_and_the_stylizer_uses_them(tmp_path) -> None:
 def test_the_bundled_model_has_a_signature_per_preset() -> None:
     stylizer = Stylizer.from_pretrained(device="cpu")
     assert set(stylizer._preset_bands) == set(stylizer.presets)
-    assert all(signature.shape[-1] == BAND_QUANTILES for signature in stylizer._preset_bands.values())
+    assert all(signature.shape == (BAND_LEVELS, BAND_QUANTILES + ORIENTATIONS)
+               for signature in stylizer._preset_bands.values())
     assert isinstance(stylizer.stylize(Image.new("RGB", (64, 48), "grey"), "hokusai_great_wave_off_kanagawa"),
                       Image.Image)
