@@ -47,7 +47,7 @@ def strength_curve(network: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
 
 
 def blend_fraction(curve: Tensor, strength: float) -> float:
-    """The code-blend fraction at which `curve`'s running maximum reaches `strength` of its end value
+    """The code-blend fraction at which `curve`'s running maximum reaches `strength` of its highest value
     (linear between knots); `strength` itself for a style that changes nothing."""
     envelope = torch.cummax(curve.double(), 0).values
     if strength <= 0 or strength >= 1 or envelope[-1] <= 0:
