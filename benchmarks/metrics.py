@@ -92,6 +92,21 @@ def identification_rate(distances: np.ndarray, used_styles: Sequence[int]) -> fl
     return float(np.mean(nearest == np.asarray(used_styles))) if len(nearest) else float("nan")
 
 
+def identification_margin(distances: np.ndarray, used_styles: Sequence[int]) -> float:
+    """Mean over outputs of ln(distance to the style used / distance to the nearest other style): below 0
+    for an identified output, and unlike the identification rate it moves with every output's distances
+    (a model choice on 128 pairs reads it as well as the count)."""
+    distances = np.asarray(distances, dtype=np.float64)
+    used = np.asarray(used_styles)
+    if distances.ndim != 2 or distances.shape[1] < 2 or len(used) != len(distances):
+        raise ValueError(f"expected (outputs, ≥ 2 styles) distances and one used style per output, got "
+                         f"{distances.shape} and {len(used)}")
+    rows = np.arange(len(distances))
+    others = distances.copy()
+    others[rows, used] = np.inf
+    return float(np.mean(np.log(distances[rows, used] / others.min(axis=1)))) if len(rows) else float("nan")
+
+
 FLAT_CONTRAST = 0.25  # an output with under a quarter of its content's luminance contrast has collapsed
 
 

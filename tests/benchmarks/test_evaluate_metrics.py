@@ -26,6 +26,7 @@ from benchmarks.metrics import (
     gram_hw,
     identification_distance,
     identification_distances_by_layer,
+    identification_margin,
     identification_rate,
     nearest_styles,
     projected_quantiles,
@@ -115,6 +116,17 @@ def test_identification_rate_counts_outputs_nearest_their_own_style() -> None:
     assert identification_rate(distances, [1, 0, 0]) == 0.0
     with pytest.raises(ValueError, match="3 outputs but 2"):
         identification_rate(distances, [0, 1])
+
+
+def test_identification_margin_is_the_mean_log_ratio_to_the_nearest_other_style() -> None:
+    distances = np.array([[0.1, 0.5, 0.9],
+                          [0.4, 0.2, 0.3],
+                          [0.3, 0.1, 0.2]])
+    expected = (np.log(0.1 / 0.5) + np.log(0.2 / 0.3) + np.log(0.2 / 0.1)) / 3  # the last one: not identified
+    assert identification_margin(distances, [0, 1, 2]) == pytest.approx(expected)
+    assert identification_margin(distances[:2], [0, 1]) < 0  # both identified
+    with pytest.raises(ValueError, match="one used style per output"):
+        identification_margin(distances, [0, 1])
 
 
 def test_each_style_as_its_own_output_is_identified(random_vgg: VGG19Features) -> None:
