@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -17,7 +18,7 @@ from torch import Tensor
 
 from stylegan.features import VGG19Features
 from stylegan.generator import channel_moments, style_statistics
-from stylegan.images import resize_long_side
+from stylegan.images import luminance, resize_long_side
 from stylegan.losses import gram_matrix
 from stylegan.palette import palette_of
 
@@ -47,6 +48,15 @@ class StyleBank:
     @property
     def names(self) -> list[str]:
         return [path.stem for path in self.paths]
+
+    @cached_property
+    def contrast(self) -> Tensor:
+        """(S,) each style image's luminance standard deviation."""
+        return torch.stack([luminance(image[None].float().cpu() / 255).std() for image in self.images])
+
+    def sampling_weights(self, pale_style_weight: float) -> Tensor:
+        """(S,) 1 + pale_style_weight · max(0, 1 − c / median c), c = `contrast`: pale styles drawn more often."""
+        return 1 + pale_style_weight * (1 - self.contrast / self.contrast.median().clamp_min(1e-6)).clamp_min(0)
 
 
 @torch.no_grad()
@@ -100,7 +110,9 @@ def sample_batch(contents: Folder, bank: StyleBank, config: TrainConfig, generat
             sources.append(contents.images[content_index()])
             whole.append(None)
         else:
-            index = int(torch.randint(len(bank.images), (1,), generator=generator))
+            # Drawn uniformly unless pale styles are weighted, so runs without it keep their random stream.
+            index = (int(torch.multinomial(bank.sampling_weights(config.pale_style_weight), 1, generator=generator))
+                     if config.pale_style_weight else int(torch.randint(len(bank.images), (1,), generator=generator)))
             sources.append(bank.images[index])
             # Drawn only when enabled, so runs without it keep their random stream.
             reads_whole = (config.whole_style_code_probability

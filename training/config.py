@@ -41,6 +41,10 @@ class TrainConfig:
     # does (`StyleBank.full_statistics`), and its view keeps the style's own colours: codes read from 128-px
     # views alone left the whole-image codes of some styles (Monet's Impression, Sunrise; Turner) untrained.
     whole_style_code_probability: float = 0.0
+    # Styles are drawn with weight 1 + pale_style_weight · max(0, 1 − c / median c), c a style's luminance
+    # contrast (std) as a whole (`StyleBank.sampling_weights`): pale styles (Monet's Impression, Sunrise; Turner),
+    # 2 of 171, otherwise come so seldom that their whole-image codes stay untrained. 0: uniform.
+    pale_style_weight: float = 0.0
     # Losses: total = λadv·adv + λc·content + λs·Gram style (+ λms·mean/std style, + contrastive style,
     # + network contrast floor, + identity for strength-0 samples, + TV), content and style each relative
     # to their target's size (stylegan.losses.relative_*). With `palette_in_loss` the output is first moved

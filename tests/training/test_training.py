@@ -27,7 +27,7 @@ from stylegan.images import resize_long_side, to_tensor
 from stylegan.optimize import REFINE_STYLE_LAYERS, image_grams
 from stylegan.palette import PALETTE_ITERATIONS, PALETTE_QUANTILES
 from stylegan.presets import PRESET_GRAM_LONG_SIDE, Preset
-from training.batches import build_style_bank, sample_batch, style_view
+from training.batches import StyleBank, build_style_bank, sample_batch, style_view
 from training.checkpoint import list_checkpoints
 from training.config import ADVERSARIAL_KINDS, PRESETS, TrainConfig, load_config
 from training.data import hue_saturation_matrix, read_folder
@@ -193,6 +193,21 @@ def test_the_strength_linearity_term_shapes_the_networks_output_at_a_partial_str
         last = generator_step(generator, discriminator, vgg, g_optimizer, batch, config)
     assert last["strength_linearity"] < 0.5 * first["strength_linearity"]
     assert sample_batch(contents, bank, tiny(), torch.Generator().manual_seed(5), CPU, vgg).partial_strength is None
+
+
+def test_pale_styles_are_drawn_more_often_when_weighted(data, vgg):
+    contents, bank = data
+    greys = [torch.full((3, 32, 32), 128, dtype=torch.uint8) for _ in range(4)]
+    for image, spread in zip(greys, (10, 40, 40, 80)):  # luminance stds about 0.02, 0.08, 0.08, 0.16
+        image[:, ::2] += spread
+    pale = StyleBank([Path(f"style_{index}.png") for index in range(4)], greys, torch.zeros(4, 1))
+    weights = pale.sampling_weights(4.0)
+    assert weights[0] == pytest.approx(1 + 4 * (1 - pale.contrast[0] / pale.contrast[1:3].mean()))
+    assert weights[0] > 3.5 and torch.equal(weights[1:], torch.ones(3))
+    assert torch.equal(pale.sampling_weights(0.0), torch.ones(4))
+    uniform = sample_batch(contents, bank, tiny(), torch.Generator().manual_seed(7), CPU, vgg)
+    weighted = sample_batch(contents, bank, tiny(pale_style_weight=2.0), torch.Generator().manual_seed(7), CPU, vgg)
+    assert torch.isfinite(weighted.style_statistics).all() and weighted.content.shape == uniform.content.shape
 
 
 @pytest.mark.parametrize("kind", ADVERSARIAL_KINDS)
