@@ -39,7 +39,7 @@ def changes(stylizer: Stylizer, content: Image.Image, style: str | Image.Image, 
     result = []
     with torch.inference_mode():
         for strength in STRENGTHS:
-            fraction = stylizer.blend_fraction(style, strength) if calibrated else strength
+            fraction = stylizer._blend_fraction(entry, strength) if calibrated else strength
             result.append(float((stylizer._finished_tensor(pixels, entry, fraction) - pixels).abs().mean()))
     return result
 

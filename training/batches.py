@@ -105,14 +105,15 @@ def sample_batch(contents: Folder, bank: StyleBank, config: TrainConfig, generat
     sources, whole = [], []  # whole: the bank index whose whole-image statistics are the sample's code input
     own_colours = (dataclasses.replace(config, hue_rotation_probability=0.0, saturation_range=(1.0, 1.0),
                                        fade_probability=0.0) if config.whole_style_code_probability else config)
+    weights = bank.sampling_weights(config.pale_style_weight) if config.pale_style_weight else None
     for _ in range(count):
         if float(torch.rand((), generator=generator)) < config.photo_style_probability:
             sources.append(contents.images[content_index()])
             whole.append(None)
         else:
             # Drawn uniformly unless pale styles are weighted, so runs without it keep their random stream.
-            index = (int(torch.multinomial(bank.sampling_weights(config.pale_style_weight), 1, generator=generator))
-                     if config.pale_style_weight else int(torch.randint(len(bank.images), (1,), generator=generator)))
+            index = (int(torch.multinomial(weights, 1, generator=generator)) if weights is not None
+                     else int(torch.randint(len(bank.images), (1,), generator=generator)))
             sources.append(bank.images[index])
             # Drawn only when enabled, so runs without it keep their random stream.
             reads_whole = (config.whole_style_code_probability
