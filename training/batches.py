@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from stylegan.bands import band_signature
 from stylegan.features import VGG19Features
 from stylegan.generator import channel_moments, style_statistics
 from stylegan.images import luminance, resize_long_side
@@ -36,6 +37,7 @@ class Batch:
     palettes: Tensor  # (B, K, 3, Q) each style view's palette (`stylegan.palette`)
     strength: Tensor  # (B,) 0 (learn the identity) or 1 (full style)
     partial_strength: Tensor | None = None  # (B,) in (0, 1) for the strength-linearity term, when it is on
+    band_signatures: Tensor | None = None  # (B, L, W) each style view's band signature, with `bands_in_loss`
 
 
 @dataclass
@@ -134,8 +136,10 @@ def sample_batch(contents: Folder, bank: StyleBank, config: TrainConfig, generat
         moments = channel_moments(features, layers)
         statistics = style_statistics(features, config.generator.style_layers, moments)
         palettes = palette_of(views)
+        signatures = band_signature(views) if config.bands_in_loss else None
         for sample, index in enumerate(whole):
             if index is not None:
                 statistics[sample] = bank.full_statistics[index].to(statistics)
     return Batch(content.to(device), style_crops, statistics, grams,
-                 {name: moments[name] for name in config.style_layers}, palettes, strength.to(device), partial)
+                 {name: moments[name] for name in config.style_layers}, palettes, strength.to(device), partial,
+                 signatures)

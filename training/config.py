@@ -59,6 +59,10 @@ class TrainConfig:
     tv_weight: float = 0.0
     gradient_penalty_weight: float = 10.0
     palette_in_loss: bool = True
+    # With `bands_in_loss` (and the palette) the output then gets the style view's band signature
+    # (stylegan.bands), as inference does: the losses see the finished image, so the network is pushed
+    # towards what the closed-form steps cannot give instead of what they would give anyway.
+    bands_in_loss: bool = False
     # Contrastive style term (stylegan.losses.contrastive_style_loss): each output nearer its own
     # style view's Grams than the batch's other views', at `contrastive_layers` (a subset of style_layers).
     contrastive_weight: float = 0.0
@@ -114,6 +118,8 @@ class TrainConfig:
             raise ValueError(f"crop_size must be a multiple of 4, got {self.crop_size}")
         if not 0 < self.fade_range[0] <= self.fade_range[1] <= 1:
             raise ValueError(f"fade_range must satisfy 0 < low <= high <= 1, got {self.fade_range}")
+        if self.bands_in_loss and not self.palette_in_loss:
+            raise ValueError("bands_in_loss follows the palette as at inference: it needs palette_in_loss")
         if self.style_view_size < self.crop_size:
             raise ValueError(f"style_view_size {self.style_view_size} must be at least crop_size {self.crop_size}")
         if self.discriminator.style_statistics_dim != self.generator.style_statistics_dim:

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stylegan import losses
+from stylegan.bands import transfer_bands
 from stylegan.features import VGG19Features
 from stylegan.palette import apply_lut, fit_lut
 
@@ -33,18 +34,23 @@ def unwrap(generator: nn.Module) -> nn.Module:
 
 class Stylized(NamedTuple):
     network: Tensor  # the generator's own output
-    output: Tensor  # that, moved onto each style view's palette (`palette_in_loss`), else the same tensor
+    output: Tensor  # that, moved onto each style view's palette (`palette_in_loss`) and bands (`bands_in_loss`)
 
 
 def stylize_batch(generator: nn.Module, batch: Batch, config: TrainConfig) -> Stylized:
     """The generator's output, and that moved onto each style view's palette as at inference
-    (`palette_in_loss`; the table is fitted without gradient, the image goes through it with gradient)."""
+    (`palette_in_loss`; the table is fitted without gradient, the image goes through it with gradient),
+    then onto its band signature (`bands_in_loss`; with gradient through the band maps)."""
     module = unwrap(generator)
     code = module.blend(module.encode_style(batch.style_statistics), batch.strength)
     network = generator(batch.content, code)
     if not config.palette_in_loss:
         return Stylized(network, network)
-    return Stylized(network, apply_lut(network, fit_lut(network.float(), batch.palettes), batch.strength))
+    output = apply_lut(network, fit_lut(network.float(), batch.palettes), batch.strength)
+    if config.bands_in_loss:
+        output = torch.cat([transfer_bands(image[None].float(), signature, float(strength)).to(output.dtype)
+                            for image, signature, strength in zip(output, batch.band_signatures, batch.strength)])
+    return Stylized(network, output)
 
 
 def discriminator_step(generator: nn.Module, discriminator: nn.Module, optimizer: torch.optim.Optimizer,

@@ -20,7 +20,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from stylegan import Stylizer, losses
-from stylegan.bands import band_signature
+from stylegan.bands import BAND_LEVELS, band_signature, transfer_bands
 from stylegan.discriminator import Discriminator
 from stylegan.generator import Generator
 from stylegan.images import luminance, resize_long_side, to_tensor
@@ -170,6 +170,31 @@ def test_the_network_contrast_floor_acts_on_the_networks_own_output_before_the_p
     off = tiny(network_contrast_floor=3.0)
     generator, discriminator, g_optimizer, _ = make_models(off)
     assert generator_step(generator, discriminator, vgg, g_optimizer, batch, off)["network_flattening"] == 0
+
+
+def test_bands_in_the_loss_give_the_losses_the_finished_image_and_train_through_it(data, vgg):
+    contents, bank = data
+    config = tiny(bands_in_loss=True, content_weight=0.0, mean_std_weight=0.0, adversarial_weight=0.0,
+                  generator_lr=1e-2)
+    batch = sample_batch(contents, bank, config, torch.Generator().manual_seed(6), CPU, vgg)
+    assert batch.band_signatures.shape == (config.batch_size, BAND_LEVELS, band_signature(batch.content[:1]).shape[-1])
+    strength = torch.ones(config.batch_size)
+    strength[-1] = 0.0
+    batch = dataclasses.replace(batch, strength=strength)
+    generator, discriminator, g_optimizer, _ = make_models(config)
+    with torch.no_grad():
+        _, finished = stylize_batch(generator, batch, config)
+        _, palette_only = stylize_batch(generator, batch, tiny())
+    expected = transfer_bands(palette_only[:1], batch.band_signatures[0], 1.0)
+    assert torch.allclose(finished[:1], expected, atol=1e-6)
+    assert (finished[:1] - palette_only[:1]).abs().mean() > 1e-3  # the bands changed the styled sample
+    assert torch.equal(finished[-1], palette_only[-1])  # strength 0: left as the palette step left it
+    first = generator_step(generator, discriminator, vgg, g_optimizer, batch, config)
+    for _ in range(10):
+        last = generator_step(generator, discriminator, vgg, g_optimizer, batch, config)
+    assert last["style"] < first["style"]  # the style loss falls with its gradient through the band maps
+    with pytest.raises(ValueError, match="bands_in_loss"):
+        tiny(bands_in_loss=True, palette_in_loss=False)
 
 
 def test_the_strength_linearity_term_shapes_the_networks_output_at_a_partial_strength(data, vgg):
