@@ -162,6 +162,18 @@ class Generator(nn.Module, PyTorchModelHubMixin,
             strength = strength[:, None]
         return self.identity_code + strength * (style_code - self.identity_code)
 
+    @torch.no_grad()
+    def scale_style_codes(self, scale: float) -> None:
+        """Make every style code `scale` of the way from the identity code, as if blended at `scale`:
+        `encode_style` then returns identity + scale·(code − identity), an exact edit of the style
+        encoder's last layer (W → scale·W, b → scale·b + (1 − scale)·identity). Strength 0 is unchanged.
+        For a model whose network overshoots its styles (chosen on validation: see README)."""
+        if not 0 < scale <= 1:
+            raise ValueError(f"scale must be in (0, 1], got {scale}")
+        last = self.style_encoder[-1]
+        last.weight.mul_(scale)
+        last.bias.mul_(scale).add_((1 - scale) * self.identity_code)
+
     # -- image path --------------------------------------------------------------------------
     def forward(self, content: Tensor, code: Tensor, norm_stats: NormStats | None = None) -> Tensor:
         """Stylise `content` with blended `code` (B or 1, style_dim) -> (B, 3, H, W) in (0, 1).
