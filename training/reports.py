@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from stylegan.bands import band_signature, transfer_bands
 from stylegan.generator import Generator
 from stylegan.images import open_image, pad_to_multiple, resize_long_side, to_pil, to_tensor
 from stylegan.palette import palette_of, transfer_palette
@@ -29,6 +30,7 @@ class ProbeSet:
     style_thumbnails: list[Tensor]
     style_statistics: Tensor  # (S, D)
     style_palettes: Tensor  # (S, K, 3, Q), so the grid shows what `Stylizer` gives, colours included
+    style_bands: Tensor  # (S, L, W) band signatures, likewise (`stylegan.bands`)
 
     @classmethod
     def build(cls, content_paths: list[Path], bank: StyleBank, config: TrainConfig) -> ProbeSet:
@@ -42,17 +44,19 @@ class ProbeSet:
         thumbnails = [resize_long_side(bank.images[i][None].float().cpu() / 255, PROBE_LONG_SIDE) for i in indices]
         palettes = torch.cat([palette_of(resize_long_side(bank.images[i][None].float().cpu() / 255,
                                                           config.generator.style_image_size)) for i in indices])
-        return cls(contents, wanted, thumbnails, bank.full_statistics[indices].cpu(), palettes)
+        bands = torch.cat([band_signature(bank.images[i][None].float().cpu() / 255) for i in indices])
+        return cls(contents, wanted, thumbnails, bank.full_statistics[indices].cpu(), palettes, bands)
 
     @torch.no_grad()
     def render(self, generator: Generator, path: Path, device: torch.device) -> None:
-        """A grid: first row the style images, then per content: content, then each style."""
+        """A grid: first row the style images, then per content: content, then each style (network, palette,
+        bands, as `Stylizer` finishes a result)."""
         codes = generator.encode_style(self.style_statistics.to(device))
         rows = [[None, *self.style_thumbnails]]
         for content in self.contents:
             content = content.to(device)
-            rows.append([content, *(transfer_palette(generator(content, code[None]), palette[None])
-                                    for code, palette in zip(codes, self.style_palettes))])
+            rows.append([content, *(transfer_bands(transfer_palette(generator(content, code[None]), palette[None]), bands)
+                                    for code, palette, bands in zip(codes, self.style_palettes, self.style_bands))])
         cell = PROBE_LONG_SIDE
         grid = Image.new("RGB", (cell * len(rows[0]), cell * len(rows)), "white")
         for r, row in enumerate(rows):
