@@ -14,14 +14,14 @@ import json
 import shutil
 from pathlib import Path
 
+import torch
 from safetensors.torch import load_file, save_file
 
 from stylegan.generator import Generator
 from stylegan.presets import PRESET_CODES_FILE
 
+from .model_card import CARD_FILE
 from .trainer import TRAINING_RECORD_FILE
-
-CARD_FILE = "README.md"
 
 
 def scale_exported_model(model_dir: str | Path, out_dir: str | Path, scale: float) -> Path:
@@ -30,14 +30,14 @@ def scale_exported_model(model_dir: str | Path, out_dir: str | Path, scale: floa
     if out_dir.exists():
         raise FileExistsError(f"{out_dir} exists: the scaled model goes to a new folder")
     generator = Generator.from_pretrained(model_dir, strict=True)
-    identity = generator.identity_code.detach().clone()
     generator.scale_style_codes(scale)  # checks the scale before anything is written
     shutil.copytree(model_dir, out_dir)
     generator.save_pretrained(out_dir)
     if (out_dir / PRESET_CODES_FILE).exists():
         codes = load_file(out_dir / PRESET_CODES_FILE)
-        save_file({name: (identity + scale * (code - identity)).contiguous() for name, code in codes.items()},
-                  out_dir / PRESET_CODES_FILE)
+        with torch.no_grad():  # stored codes as the edited encoder would give them (the identity code is kept)
+            save_file({name: generator.blend(code, scale).contiguous() for name, code in codes.items()},
+                      out_dir / PRESET_CODES_FILE)
     record_file = out_dir / TRAINING_RECORD_FILE
     record = json.loads(record_file.read_text()) if record_file.exists() else {}
     record["code_scale"] = round(record.get("code_scale", 1.0) * scale, 6)

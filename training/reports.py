@@ -41,10 +41,10 @@ class ProbeSet:
         indices = [bank.names.index(name) for name in wanted]
         contents = [pad_to_multiple(resize_long_side(to_tensor(open_image(path)), PROBE_LONG_SIDE), 4)
                     for path in content_paths]
-        thumbnails = [resize_long_side(bank.images[i][None].float().cpu() / 255, PROBE_LONG_SIDE) for i in indices]
-        palettes = torch.cat([palette_of(resize_long_side(bank.images[i][None].float().cpu() / 255,
-                                                          config.generator.style_image_size)) for i in indices])
-        bands = torch.cat([band_signature(bank.images[i][None].float().cpu() / 255) for i in indices])
+        styles = [bank.images[i][None].float().cpu() / 255 for i in indices]
+        thumbnails = [resize_long_side(style, PROBE_LONG_SIDE) for style in styles]
+        palettes = torch.cat([palette_of(resize_long_side(style, config.generator.style_image_size)) for style in styles])
+        bands = torch.cat([band_signature(style) for style in styles])
         return cls(contents, wanted, thumbnails, bank.full_statistics[indices].cpu(), palettes, bands)
 
     @torch.no_grad()
