@@ -6,7 +6,7 @@
 #   MINUTES=6.5 INIT=stylegan/default_model bash scripts/device_sweep.sh training/configs/gpu-bands-in-loss.json
 # Each run's export, metrics, samples and evaluation are tarred into $OUT. The evaluation includes the
 # network's own result (--network-alone): keep a run only if that row's "flattened" count is no higher
-# than the shipped model's (0/128 on validation for the step-790 default), and only if
+# than the shipped model's (its card's validation table: 0/128 since the bands-in-the-loss default), and only if
 # tests/stylegan/test_inference.py passes with it in stylegan/default_model (strength, light and dark).
 set -u
 MINUTES=${MINUTES:-6.5}; OUT=${OUT:-/tmp/sweep-out}; PY=${PY:-python3}; DATA=${DATA:-.gpu/data}
