@@ -70,7 +70,8 @@ def mean_std_loss(features: Mapping[str, Tensor], target_moments: Mapping[str, t
 
 
 def contrastive_style_loss(features: Mapping[str, Tensor], target_grams: Mapping[str, Tensor],
-                           temperature: float = 1.0) -> Tensor:
+                           temperature: float = 1.0, negative_grams: Mapping[str, Tensor] | None = None,
+                           same_style: Tensor | None = None) -> Tensor:
     """Style as identification across the batch: InfoNCE (Oord et al., 2018) over Gram distances, a
     contrastive style term in the spirit of Chen et al. (2021) and Zhang et al. (2022, CAST).
 
@@ -79,13 +80,27 @@ def contrastive_style_loss(features: Mapping[str, Tensor], target_grams: Mapping
     layers orders of magnitude apart). Each output has to be nearer its own style than the batch's
     others: one texture for every style, which the Gram loss alone tolerates, is penalised.
     Needs at least two samples; (B, C, C) targets.
+
+    `negative_grams`: (N, C, C) per layer, more styles to be farther from than the batch's (a memory
+    queue of earlier batches' targets, as in MoCo, He et al., 2020); `same_style`, (B, N) bool, marks
+    those that are views of a sample's own style, left out of its comparison.
     """
-    distances = 0
-    for name, target in target_grams.items():
-        gram = gram_matrix(features[name])
-        error = (gram[:, None] - target[None]).square().sum(dim=(2, 3))  # (B outputs, B targets)
-        distances = distances + error / target.square().sum(dim=(1, 2)).clamp_min(1e-8)[None]
-    logits = -torch.log(distances / len(target_grams) + 1e-8) / temperature
+    def distances(grams: Mapping[str, Tensor]) -> Tensor:
+        total = 0
+        for name, target in grams.items():
+            gram, target = gram_matrix(features[name]).flatten(1), target.flatten(1)
+            size = target.square().sum(1)
+            # ‖G - A‖² = ‖G‖² + ‖A‖² - 2⟨G, A⟩: (B outputs, targets) without a (B, N, C, C) difference.
+            error = (gram.square().sum(1)[:, None] + size[None] - 2 * gram @ target.T).clamp_min(0)
+            total = total + error / size.clamp_min(1e-8)[None]
+        return -torch.log(total / len(grams) + 1e-8) / temperature
+
+    logits = distances(target_grams)
+    if negative_grams is not None:
+        extra = distances(negative_grams)
+        if same_style is not None:
+            extra = extra.masked_fill(same_style, float("-inf"))
+        logits = torch.cat([logits, extra], dim=1)
     return F.cross_entropy(logits, torch.arange(logits.shape[0], device=logits.device))
 
 

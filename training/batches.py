@@ -38,6 +38,8 @@ class Batch:
     strength: Tensor  # (B,) 0 (learn the identity) or 1 (full style)
     partial_strength: Tensor | None = None  # (B,) in (0, 1) for the strength-linearity term, when it is on
     band_signatures: Tensor | None = None  # (B, L, W) each style view's band signature, with `bands_in_loss`
+    # (B,) which style each view shows: its style bank index, or -1 - i for training photograph i
+    styles: Tensor | None = None
 
 
 @dataclass
@@ -104,19 +106,22 @@ def sample_batch(contents: Folder, bank: StyleBank, config: TrainConfig, generat
     content = torch.stack([random_crop(contents.images[content_index()], size,
                                        random_scale(config.scale_jitter, generator) / stored_scale, generator)
                            for _ in range(count)])
-    sources, whole = [], []  # whole: the bank index whose whole-image statistics are the sample's code input
+    sources, whole, styles = [], [], []  # whole: the bank index whose whole-image statistics are the sample's code input
     own_colours = (dataclasses.replace(config, hue_rotation_probability=0.0, saturation_range=(1.0, 1.0),
                                        fade_probability=0.0) if config.whole_style_code_probability else config)
     weights = bank.sampling_weights(config.pale_style_weight) if config.pale_style_weight else None
     for _ in range(count):
         if float(torch.rand((), generator=generator)) < config.photo_style_probability:
-            sources.append(contents.images[content_index()])
+            photo = content_index()
+            sources.append(contents.images[photo])
             whole.append(None)
+            styles.append(-1 - photo)
         else:
             # Drawn uniformly unless pale styles are weighted, so runs without it keep their random stream.
             index = (int(torch.multinomial(weights, 1, generator=generator)) if weights is not None
                      else int(torch.randint(len(bank.images), (1,), generator=generator)))
             sources.append(bank.images[index])
+            styles.append(index)
             # Drawn only when enabled, so runs without it keep their random stream.
             reads_whole = (config.whole_style_code_probability
                            and float(torch.rand((), generator=generator)) < config.whole_style_code_probability)
@@ -142,4 +147,4 @@ def sample_batch(contents: Folder, bank: StyleBank, config: TrainConfig, generat
                 statistics[sample] = bank.full_statistics[index].to(statistics)
     return Batch(content.to(device), style_crops, statistics, grams,
                  {name: moments[name] for name in config.style_layers}, palettes, strength.to(device), partial,
-                 signatures)
+                 signatures, torch.tensor(styles))

@@ -68,6 +68,9 @@ class TrainConfig:
     contrastive_weight: float = 0.0
     contrastive_layers: tuple[str, ...] = ("relu3_1", "relu4_1")
     contrastive_temperature: float = 1.0
+    # With `contrastive_queue` > 0 the term also compares each output with that many earlier style views
+    # (training.negatives.GramQueue), not only the batch's few.
+    contrastive_queue: int = 0
     # A floor on how much of its content's luminance pattern the network's own output keeps (regression slope;
     # stylegan.losses.contrast_floor_loss): with `palette_in_loss` the palette hides a near-flat output.
     network_contrast_weight: float = 0.0
@@ -114,6 +117,8 @@ class TrainConfig:
             raise ValueError(f"unknown VGG19 layers {sorted(unknown)}")
         if not set(self.contrastive_layers) <= set(self.style_layers):
             raise ValueError(f"contrastive_layers {self.contrastive_layers} must be among style_layers {self.style_layers}")
+        if self.contrastive_queue < 0:
+            raise ValueError(f"contrastive_queue must be 0 (off) or a number of style views, got {self.contrastive_queue}")
         if self.crop_size % 4:
             raise ValueError(f"crop_size must be a multiple of 4, got {self.crop_size}")
         if not 0 < self.fade_range[0] <= self.fade_range[1] <= 1:

@@ -20,6 +20,7 @@ from stylegan.palette import apply_lut, fit_lut
 
 from .batches import Batch
 from .config import TrainConfig
+from .negatives import GramQueue
 
 
 def autocast(config: TrainConfig, device: torch.device):
@@ -86,11 +87,12 @@ def discriminator_step(generator: nn.Module, discriminator: nn.Module, optimizer
 
 def generator_step(generator: nn.Module, discriminator: nn.Module, vgg: VGG19Features,
                    optimizer: torch.optim.Optimizer, batch: Batch, config: TrainConfig,
-                   stylized: Stylized | None = None) -> dict[str, float]:
+                   stylized: Stylized | None = None, queue: GramQueue | None = None) -> dict[str, float]:
     """ℓ_total = λadv·ℓ_adv + λc·ℓ_content + λs·ℓ_style (+ λms·mean/std style, + contrastive style,
     + network contrast floor, + strength linearity, + identity at strength 0, + TV).
 
-    `stylized`: the generator's output for this batch with its graph, if already computed.
+    `stylized`: the generator's output for this batch with its graph, if already computed; `queue`: earlier
+    style views for the contrastive term to compare with besides the batch's (then this batch's are added).
     """
     _, g_loss_fn = losses.ADVERSARIAL_LOSSES[config.adversarial_loss]
     styled = batch.strength > 0
@@ -109,10 +111,14 @@ def generator_step(generator: nn.Module, discriminator: nn.Module, vgg: VGG19Fea
             moments = losses.mean_std_loss(
                 styled_features, {name: (mean[styled], std[styled]) for name, (mean, std) in batch.target_moments.items()})
             if config.contrastive_weight and int(styled.sum()) > 1:
+                targets = {name: batch.target_grams[name][styled] for name in config.contrastive_layers}
+                negatives, same_style = (queue.negatives(batch.styles[styled]) if queue is not None
+                                         else None) or (None, None)
                 contrastive = losses.contrastive_style_loss(
-                    {name: styled_features[name] for name in config.contrastive_layers},
-                    {name: batch.target_grams[name][styled] for name in config.contrastive_layers},
-                    config.contrastive_temperature)
+                    {name: styled_features[name] for name in config.contrastive_layers}, targets,
+                    config.contrastive_temperature, negatives, same_style)
+                if queue is not None:
+                    queue.push(targets, batch.styles[styled])
             if config.network_contrast_weight:
                 # With the palette in the loss, the palette stretches a near-flat network output back to the
                 # style's contrast, so without this nothing downstream sees the network flatten.
@@ -149,9 +155,9 @@ def generator_step(generator: nn.Module, discriminator: nn.Module, vgg: VGG19Fea
 
 def training_step(generator: nn.Module, discriminator: nn.Module, vgg: VGG19Features,
                   g_optimizer: torch.optim.Optimizer, d_optimizer: torch.optim.Optimizer, batch: Batch,
-                  config: TrainConfig, rng: torch.Generator) -> dict[str, float]:
+                  config: TrainConfig, rng: torch.Generator, queue: GramQueue | None = None) -> dict[str, float]:
     """`discriminator_step` then `generator_step` with the same values, one generator forward fewer."""
     with autocast(config, batch.content.device):
         stylized = stylize_batch(generator, batch, config)
     result = discriminator_step(generator, discriminator, d_optimizer, batch, config, rng, stylized)
-    return result | generator_step(generator, discriminator, vgg, g_optimizer, batch, config, stylized)
+    return result | generator_step(generator, discriminator, vgg, g_optimizer, batch, config, stylized, queue)

@@ -33,6 +33,7 @@ from .batches import StyleBank, build_style_bank, sample_batch
 from .checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import Folder, read_folder, training_paths
+from .negatives import GramQueue
 from .steps import training_step
 from .validation import HELD_OUT_NAMES
 
@@ -257,9 +258,11 @@ def loop(run: Run, step: int, wall_before: float, *, progress: bool = True,
         run.probes.render(run.ema, run_dir / "samples" / f"step-{0:07d}.png", device)
     bar = tqdm(total=config.steps, initial=step, disable=not (progress and is_writer), dynamic_ncols=True)
     window_start, window_images = time.perf_counter(), 0
+    queue = GramQueue(config.contrastive_queue) if config.contrastive_queue and config.contrastive_weight else None
     while step < config.steps:
         batch = sample_batch(run.contents, run.bank, config, run.rng, device, run.vgg)
-        result = training_step(g_train, d_train, run.vgg, run.g_optimizer, run.d_optimizer, batch, config, run.rng)
+        result = training_step(g_train, d_train, run.vgg, run.g_optimizer, run.d_optimizer, batch, config, run.rng,
+                               queue)
         if not all(math.isfinite(value) for value in result.values()):
             last = list_checkpoints(run_dir)
             raise NonFiniteLossError(

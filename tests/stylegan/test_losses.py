@@ -80,6 +80,25 @@ def test_contrastive_style_loss_rewards_each_output_nearest_its_own_style() -> N
     assert outputs.grad.abs().sum() > 0 and outputs.grad.isfinite().all()
 
 
+def test_contrastive_negatives_from_a_queue_add_styles_to_be_told_apart_from_except_ones_own() -> None:
+    generator = torch.Generator().manual_seed(1)
+    styles = torch.rand(3, 3, 6, 6, generator=generator) * torch.tensor([1.0, 2.0, 3.0])[:, None, None, None]
+    outputs = {"l": styles + 0.3 * torch.rand(3, 3, 6, 6, generator=generator)}
+    targets = {"l": losses.gram_matrix(styles)}
+    batch_only = losses.contrastive_style_loss(outputs, targets)
+    others = {"l": losses.gram_matrix(torch.rand(5, 3, 6, 6, generator=generator) * 2.5)}
+    assert losses.contrastive_style_loss(outputs, targets, negative_grams=others) > batch_only
+    # Another view of a sample's own style is not a negative: masked, it is left out.
+    own_view = {"l": targets["l"][:1]}
+    masked = losses.contrastive_style_loss(outputs, targets, negative_grams=own_view,
+                                           same_style=torch.tensor([[True], [False], [False]]))
+    unmasked = losses.contrastive_style_loss(outputs, targets, negative_grams=own_view)
+    assert unmasked > masked + 0.05  # unmasked, output 0 ties with its own style's copy
+    everything_masked = losses.contrastive_style_loss(outputs, targets, negative_grams=own_view,
+                                                      same_style=torch.ones(3, 1, dtype=torch.bool))
+    assert torch.isclose(everything_masked, batch_only)
+
+
 def test_content_and_total_variation() -> None:
     assert losses.content_loss(torch.ones(1, 2, 2, 2), torch.zeros(1, 2, 2, 2)) == 1
     flat = torch.full((1, 3, 4, 4), 0.5)

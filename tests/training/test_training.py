@@ -32,6 +32,7 @@ from training.checkpoint import list_checkpoints
 from training.config import ADVERSARIAL_KINDS, PRESETS, TrainConfig, load_config
 from training.data import hue_saturation_matrix, read_folder
 from training.export import export_model
+from training.negatives import GramQueue
 from training.model_card import TAGS, presets_table, write_model_card
 from training.steps import discriminator_step, generator_step, stylize_batch, training_step
 from training.trainer import NonFiniteLossError, train
@@ -148,6 +149,27 @@ def test_the_contrastive_style_term_enters_the_generator_loss(data, vgg):
     assert results[1.0]["g_total"] == pytest.approx(results[0.0]["g_total"] + results[1.0]["contrastive"], rel=1e-5)
     with pytest.raises(ValueError, match="contrastive_layers"):
         tiny(contrastive_layers=("relu4_2",))
+
+
+def test_a_contrastive_queue_adds_earlier_style_views_as_negatives(data, vgg):
+    contents, bank = data
+    config = tiny(contrastive_weight=1.0, contrastive_queue=8)
+    first, second = (dataclasses.replace(sample_batch(contents, bank, config, torch.Generator().manual_seed(seed), CPU,
+                                                      vgg), strength=torch.ones(2)) for seed in (5, 6))
+    assert first.styles.shape == (2,) and all(-len(contents.images) <= s < len(bank.images) for s in first.styles)
+    results = {}
+    for name, queue in (("no queue", None), ("empty", GramQueue(8)), ("filled", GramQueue(8))):
+        if name == "filled":
+            queue.push({layer: first.target_grams[layer] for layer in config.contrastive_layers},
+                       torch.tensor([100, 101]))  # other styles than the batch's
+        generator, discriminator, g_optimizer, _ = make_models(config)
+        results[name] = generator_step(generator, discriminator, vgg, g_optimizer, second, config, queue=queue)
+        if queue is not None:
+            assert len(queue) == min(8, 2 + (name == "filled") * 2)  # the batch's own views were added
+    assert results["empty"]["contrastive"] == pytest.approx(results["no queue"]["contrastive"], rel=1e-6)
+    assert results["filled"]["contrastive"] > results["empty"]["contrastive"]
+    with pytest.raises(ValueError, match="contrastive_queue"):
+        tiny(contrastive_queue=-1)
 
 
 def test_the_network_contrast_floor_acts_on_the_networks_own_output_before_the_palette(data, vgg):
