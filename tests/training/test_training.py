@@ -32,8 +32,8 @@ from training.checkpoint import list_checkpoints
 from training.config import ADVERSARIAL_KINDS, PRESETS, TrainConfig, load_config
 from training.data import hue_saturation_matrix, read_folder
 from training.export import export_model
-from training.negatives import GramQueue
 from training.model_card import TAGS, presets_table, write_model_card
+from training.negatives import GramQueue
 from training.steps import discriminator_step, generator_step, stylize_batch, training_step
 from training.trainer import NonFiniteLossError, train
 
