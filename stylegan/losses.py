@@ -44,17 +44,19 @@ def relative_content_loss(features: Tensor, content_features: Tensor) -> Tensor:
     return content_loss(features, content_features) / content_features.square().mean().clamp_min(1e-8)
 
 
-def relative_style_loss(features: Mapping[str, Tensor], target_grams: Mapping[str, Tensor]) -> Tensor:
+def relative_style_loss(features: Mapping[str, Tensor], target_grams: Mapping[str, Tensor],
+                        layer_weights: Mapping[str, float] | None = None) -> Tensor:
     """Gram style loss with each layer's weight w_l = 1/‖A_l‖²: per sample and layer ‖G - A‖² / ‖A‖²,
-    averaged over layers and the batch. Every layer counts alike; with 1/C² weights the caffe-scale
-    activations gave relu4_1 ~4,000× the gradient of relu1_1, where colour and fine texture live."""
+    averaged over layers and the batch. Every layer counts alike (or as `layer_weights` say, a weighted
+    mean); with 1/C² weights the caffe-scale activations gave relu4_1 ~4,000× the gradient of relu1_1,
+    where colour and fine texture live."""
     total = features[next(iter(target_grams))].new_zeros(())
     for name, target in target_grams.items():
         gram = gram_matrix(features[name])
         target = target.expand_as(gram)
         error = (gram - target).square().sum(dim=(1, 2)) / target.square().sum(dim=(1, 2)).clamp_min(1e-8)
-        total = total + error.mean()
-    return total / len(target_grams)
+        total = total + (1.0 if layer_weights is None else layer_weights[name]) * error.mean()
+    return total / (len(target_grams) if layer_weights is None else sum(layer_weights[name] for name in target_grams))
 
 
 def mean_std_loss(features: Mapping[str, Tensor], target_moments: Mapping[str, tuple[Tensor, Tensor]]) -> Tensor:

@@ -81,6 +81,9 @@ class TrainConfig:
     strength_linearity_weight: float = 0.0
     content_layer: str = "relu4_1"
     style_layers: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+    # The Gram style term's weight per style layer, in style_layers' order (empty: all alike). The palette and
+    # band steps in the loss already give the finest layers much of the style; mid-scale texture is what is left.
+    style_layer_weights: tuple[float, ...] = ()
     identity_probability: float = 0.15  # share of samples trained at strength 0
     # Optimisation
     generator_lr: float = 1e-3
@@ -104,6 +107,7 @@ class TrainConfig:
         if isinstance(self.discriminator, dict):
             self.discriminator = DiscriminatorConfig(**self.discriminator)
         self.style_layers = tuple(self.style_layers)
+        self.style_layer_weights = tuple(self.style_layer_weights)
         self.contrastive_layers = tuple(self.contrastive_layers)
         self.style_crop_range = tuple(self.style_crop_range)
         self.saturation_range = tuple(self.saturation_range)
@@ -117,6 +121,10 @@ class TrainConfig:
             raise ValueError(f"unknown VGG19 layers {sorted(unknown)}")
         if not set(self.contrastive_layers) <= set(self.style_layers):
             raise ValueError(f"contrastive_layers {self.contrastive_layers} must be among style_layers {self.style_layers}")
+        if self.style_layer_weights and (len(self.style_layer_weights) != len(self.style_layers)
+                                         or min(self.style_layer_weights) < 0 or not sum(self.style_layer_weights)):
+            raise ValueError(f"style_layer_weights must be one non-negative weight per style layer "
+                             f"{self.style_layers}, not all 0; got {self.style_layer_weights}")
         if self.contrastive_queue < 0:
             raise ValueError(f"contrastive_queue must be 0 (off) or a number of style views, got {self.contrastive_queue}")
         if self.crop_size % 4:

@@ -107,7 +107,8 @@ def generator_step(generator: nn.Module, discriminator: nn.Module, vgg: VGG19Fea
         if styled.any():
             styled_features = {name: features[name][styled] for name in config.style_layers}
             style = losses.relative_style_loss(
-                styled_features, {name: batch.target_grams[name][styled] for name in config.style_layers})
+                styled_features, {name: batch.target_grams[name][styled] for name in config.style_layers},
+                dict(zip(config.style_layers, config.style_layer_weights)) if config.style_layer_weights else None)
             moments = losses.mean_std_loss(
                 styled_features, {name: (mean[styled], std[styled]) for name, (mean, std) in batch.target_moments.items()})
             if config.contrastive_weight and int(styled.sum()) > 1:

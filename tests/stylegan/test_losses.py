@@ -60,6 +60,22 @@ def test_strength_linearity_loss_is_zero_on_a_straight_path_and_penalises_an_ear
     assert losses.strength_linearity_loss(stepped, full, content, torch.tensor([0.05, 0.05])) < loss
 
 
+def test_relative_style_loss_counts_every_layer_alike_at_any_scale_or_as_weighted() -> None:
+    generator = torch.Generator().manual_seed(2)
+    outputs = {"a": torch.rand(2, 3, 5, 5, generator=generator), "b": 100 * torch.rand(2, 4, 3, 3, generator=generator)}
+    style = {"a": torch.rand(2, 3, 5, 5, generator=generator), "b": 100 * torch.rand(2, 4, 3, 3, generator=generator)}
+    targets = {name: losses.gram_matrix(value) for name, value in style.items()}
+
+    def alone(name: str) -> torch.Tensor:
+        return losses.relative_style_loss({name: outputs[name]}, {name: targets[name]})
+
+    assert torch.isclose(losses.relative_style_loss(outputs, targets), (alone("a") + alone("b")) / 2)
+    assert torch.isclose(losses.relative_style_loss(outputs, targets, {"a": 1.0, "b": 3.0}),
+                         (alone("a") + 3 * alone("b")) / 4)
+    assert torch.isclose(losses.relative_style_loss(outputs, targets, {"a": 0.0, "b": 2.0}), alone("b"))
+    assert torch.isclose(alone("b"), losses.relative_style_loss({"b": 10 * outputs["b"]}, {"b": 100 * targets["b"]}))
+
+
 def test_contrastive_style_loss_rewards_each_output_nearest_its_own_style() -> None:
     generator = torch.Generator().manual_seed(0)
     styles = torch.rand(4, 3, 6, 6, generator=generator) * torch.tensor([1.0, 2.0, 3.0, 4.0])[:, None, None, None]

@@ -172,6 +172,24 @@ def test_a_contrastive_queue_adds_earlier_style_views_as_negatives(data, vgg):
         tiny(contrastive_queue=-1)
 
 
+def test_style_layer_weights_reweight_the_style_term_and_are_checked(data, vgg):
+    contents, bank = data
+    batch = dataclasses.replace(sample_batch(contents, bank, tiny(), torch.Generator().manual_seed(5), CPU, vgg),
+                                strength=torch.ones(2))
+    layers = tiny().style_layers
+    results = {}
+    for weights in ((), (1.0,) * len(layers), (0.0,) * (len(layers) - 1) + (1.0,)):
+        config = tiny(style_layer_weights=weights)
+        generator, discriminator, g_optimizer, _ = make_models(config)
+        results[weights] = generator_step(generator, discriminator, vgg, g_optimizer, batch, config)["style"]
+    uniform, equal, last_only = results.values()
+    assert equal == pytest.approx(uniform, rel=1e-6)
+    assert last_only != pytest.approx(uniform, rel=1e-3)
+    for bad in ((1.0,), (-1.0,) + (1.0,) * (len(layers) - 1), (0.0,) * len(layers)):
+        with pytest.raises(ValueError, match="style_layer_weights"):
+            tiny(style_layer_weights=bad)
+
+
 def test_the_network_contrast_floor_acts_on_the_networks_own_output_before_the_palette(data, vgg):
     contents, bank = data
     batch = sample_batch(contents, bank, tiny(), torch.Generator().manual_seed(5), CPU, vgg)
