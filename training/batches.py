@@ -36,10 +36,9 @@ class Batch:
     target_moments: dict[str, tuple[Tensor, Tensor]]  # layer -> per-channel (mean, std), each (B, C)
     palettes: Tensor  # (B, K, 3, Q) each style view's palette (`stylegan.palette`)
     strength: Tensor  # (B,) 0 (learn the identity) or 1 (full style)
+    styles: Tensor  # (B,) which style each view shows: its style bank index, or -1 - i for training photograph i
     partial_strength: Tensor | None = None  # (B,) in (0, 1) for the strength-linearity term, when it is on
     band_signatures: Tensor | None = None  # (B, L, W) each style view's band signature, with `bands_in_loss`
-    # (B,) which style each view shows: its style bank index, or -1 - i for training photograph i
-    styles: Tensor | None = None
 
 
 @dataclass
@@ -106,7 +105,8 @@ def sample_batch(contents: Folder, bank: StyleBank, config: TrainConfig, generat
     content = torch.stack([random_crop(contents.images[content_index()], size,
                                        random_scale(config.scale_jitter, generator) / stored_scale, generator)
                            for _ in range(count)])
-    sources, whole, styles = [], [], []  # whole: the bank index whose whole-image statistics are the sample's code input
+    # whole: the bank index whose whole-image statistics are the sample's code input; styles: see `Batch.styles`
+    sources, whole, styles = [], [], []
     own_colours = (dataclasses.replace(config, hue_rotation_probability=0.0, saturation_range=(1.0, 1.0),
                                        fade_probability=0.0) if config.whole_style_code_probability else config)
     weights = bank.sampling_weights(config.pale_style_weight) if config.pale_style_weight else None
@@ -146,5 +146,5 @@ def sample_batch(contents: Folder, bank: StyleBank, config: TrainConfig, generat
             if index is not None:
                 statistics[sample] = bank.full_statistics[index].to(statistics)
     return Batch(content.to(device), style_crops, statistics, grams,
-                 {name: moments[name] for name in config.style_layers}, palettes, strength.to(device), partial,
-                 signatures, torch.tensor(styles))
+                 {name: moments[name] for name in config.style_layers}, palettes, strength.to(device),
+                 torch.tensor(styles), partial, signatures)

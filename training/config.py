@@ -81,8 +81,8 @@ class TrainConfig:
     strength_linearity_weight: float = 0.0
     content_layer: str = "relu4_1"
     style_layers: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
-    # The Gram style term's weight per style layer, in style_layers' order (empty: all alike). The palette and
-    # band steps in the loss already give the finest layers much of the style; mid-scale texture is what is left.
+    # The Gram style term's weight per style layer, in style_layers' order (empty: all alike); e.g. towards
+    # mid-scale texture (relu3_1, relu4_1) in cpu-painting-scale-mid-layers.json.
     style_layer_weights: tuple[float, ...] = ()
     identity_probability: float = 0.15  # share of samples trained at strength 0
     # Optimisation

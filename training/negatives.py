@@ -23,15 +23,14 @@ class GramQueue:
     def __len__(self) -> int:
         return len(self._styles)
 
-    def negatives(self, styles: Tensor) -> tuple[dict[str, Tensor], Tensor] | None:
+    def negatives(self, styles: Tensor) -> tuple[dict[str, Tensor], Tensor]:
         """The queued Grams per layer, (N, C, C), and which of them are views of each of `styles`' own
-        style, (B, N) bool; None while the queue is empty."""
-        if not len(self):
-            return None
+        style, (B, N) bool. Check `len` first: an empty queue has no Grams to give."""
         return self._grams, styles[:, None].cpu() == self._styles[None]
 
     def push(self, grams: Mapping[str, Tensor], styles: Tensor) -> None:
         """Add a batch's (B, C, C) target Grams and its (B,) style identities, dropping the oldest beyond `size`."""
-        self._grams = {name: torch.cat([self._grams[name], gram.detach()])[-self.size:] if self._grams
-                       else gram.detach()[-self.size:] for name, gram in grams.items()}
+        for name, gram in grams.items():
+            queued = self._grams.get(name, gram[:0])
+            self._grams[name] = torch.cat([queued, gram.detach()])[-self.size:]
         self._styles = torch.cat([self._styles, styles.cpu()])[-self.size:]

@@ -113,8 +113,8 @@ def generator_step(generator: nn.Module, discriminator: nn.Module, vgg: VGG19Fea
                 styled_features, {name: (mean[styled], std[styled]) for name, (mean, std) in batch.target_moments.items()})
             if config.contrastive_weight and int(styled.sum()) > 1:
                 targets = {name: batch.target_grams[name][styled] for name in config.contrastive_layers}
-                negatives, same_style = (queue.negatives(batch.styles[styled]) if queue is not None
-                                         else None) or (None, None)
+                negatives, same_style = (queue.negatives(batch.styles[styled]) if queue is not None and len(queue)
+                                         else (None, None))
                 contrastive = losses.contrastive_style_loss(
                     {name: styled_features[name] for name in config.contrastive_layers}, targets,
                     config.contrastive_temperature, negatives, same_style)
