@@ -353,7 +353,7 @@ class Stylizer:
         palettes = [entry.palette for entry in entries]
         palette = None if any(p is None for p in palettes) else blend_palettes(torch.stack(palettes), weights)
         signatures = [entry.bands for entry in entries]
-        bands = None if any(b is None for b in signatures) else blend_signatures(torch.stack(signatures), weights)
+        bands = None if any(b is None for b in signatures) else blend_signatures(signatures, weights)
         return StyleEntry(code, chroma, palette, bands)
 
     @torch.inference_mode()

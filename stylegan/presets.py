@@ -71,7 +71,7 @@ def load_presets(directory: str | Path) -> tuple[dict[str, Preset], dict[str, Te
 
 
 def save_preset_bands(directory: str | Path, signatures: Mapping[str, Tensor]) -> None:
-    """Store each preset's band signature ({name: (levels, quantiles + orientation shares)}) in PRESET_BANDS_FILE."""
+    """Store each preset's band signature ({name: `stylegan.bands.band_signature` of its image}) in PRESET_BANDS_FILE."""
     save_file({name: signature.detach().float().cpu().contiguous() for name, signature in signatures.items()},
               Path(directory) / PRESET_BANDS_FILE)
 

@@ -10,12 +10,15 @@ from stylegan import Stylizer
 from stylegan.bands import (
     BAND_LEVELS,
     BAND_QUANTILES,
+    CHROMA_LEVELS,
     ORIENTATIONS,
     SIGNATURE_SIDE,
+    SIGNATURE_WIDTH,
     band_signature,
     blend_signatures,
     collapse,
     laplacian_pyramid,
+    level_offset,
     transfer_bands,
 )
 from stylegan.generator import Generator, GeneratorConfig
@@ -52,11 +55,32 @@ def test_the_pyramid_collapses_back_exactly() -> None:
     assert torch.allclose(collapse(bands, low), y, atol=1e-6)
 
 
-def test_a_signature_is_fixed_size_quantiles_and_orientation_shares_and_refuses_a_sliver() -> None:
+def colour_blocks(side: int, seed: int) -> torch.Tensor:
+    """(1, 3, side, side): flat blocks of random colours, side / 40 px each: chroma detail at the coarse bands."""
+    blocks = torch.rand(1, 3, 40, 40, generator=torch.Generator().manual_seed(seed))
+    return F.interpolate(blocks, size=(side, side), mode="nearest")
+
+
+def opponent_chroma(images: torch.Tensor) -> torch.Tensor:
+    """(B, 2, H, W): R − G and R + G − 2B."""
+    red, green, blue = images.unbind(1)
+    return torch.stack([red - green, red + green - 2 * blue], dim=1)
+
+
+def coarse_chroma_detail(images: torch.Tensor) -> float:
+    """Standard deviation of the chroma bands that CHROMA_LEVELS pair with in `images` (`level_offset`)."""
+    offset = level_offset(*images.shape[-2:])
+    bands, _ = laplacian_pyramid(opponent_chroma(images), offset + max(CHROMA_LEVELS) + 1)
+    return torch.cat([bands[level + offset].flatten() for level in CHROMA_LEVELS]).std().item()
+
+
+def test_a_signature_is_fixed_size_quantiles_orientation_shares_and_chroma_and_refuses_a_sliver() -> None:
     signature = band_signature(scene(200))
-    assert signature.shape == (1, BAND_LEVELS, BAND_QUANTILES + ORIENTATIONS)
-    quantiles, shares = signature.split([BAND_QUANTILES, ORIENTATIONS], dim=-1)
-    assert (quantiles.diff(dim=-1) >= 0).all()
+    assert signature.shape == (1, BAND_LEVELS, SIGNATURE_WIDTH)
+    quantiles, shares, chroma = signature.split([BAND_QUANTILES, ORIENTATIONS, 2 * BAND_QUANTILES], dim=-1)
+    assert (quantiles.diff(dim=-1) >= 0).all() and (chroma.view(1, BAND_LEVELS, 2, -1).diff(dim=-1) >= 0).all()
+    grey = band_signature(crisp_lines(SIGNATURE_SIDE))[0, :, BAND_QUANTILES + ORIENTATIONS:]
+    assert grey.abs().max() < 1e-6 < chroma.abs().max()  # no colour, no chroma detail
     assert (shares >= 0).all() and torch.allclose(shares.sum(-1), torch.ones(1, BAND_LEVELS))
     lines = band_signature(crisp_lines(SIGNATURE_SIDE))[0, :, BAND_QUANTILES:]
     # Horizontal lines: all their detail at vertical frequencies, in the 90° window (which shares a sixth
@@ -66,7 +90,7 @@ def test_a_signature_is_fixed_size_quantiles_and_orientation_shares_and_refuses_
         band_signature(torch.rand(1, 3, 2, 4000))
 
 
-def test_a_crisp_style_sharpens_and_a_soft_one_softens_luminance_only() -> None:
+def test_a_crisp_style_sharpens_and_a_soft_one_softens_through_the_luminance() -> None:
     content = scene(SIGNATURE_SIDE // 4, 2) + 0.02 * torch.rand(1, 3, SIGNATURE_SIDE // 4, SIGNATURE_SIDE // 4)
     content = content.clamp(0.05, 0.95)
     soft = scene(SIGNATURE_SIDE, 3)
@@ -74,10 +98,29 @@ def test_a_crisp_style_sharpens_and_a_soft_one_softens_luminance_only() -> None:
     softened = transfer_bands(content, band_signature(soft)[0])
     assert fine_detail(sharpened) > 3 * fine_detail(content)
     assert fine_detail(softened) < 0.5 * fine_detail(content)
-    change, unclamped = softened - content, ((softened > 0) & (softened < 1)).all(1)
+    luminance_only = transfer_bands(content, band_signature(soft)[0, :, :BAND_QUANTILES + ORIENTATIONS])
+    change, unclamped = luminance_only - content, ((luminance_only > 0) & (luminance_only < 1)).all(1)
     assert unclamped.float().mean() > 0.9
-    assert torch.allclose(change[:, 0][unclamped], change[:, 1][unclamped], atol=1e-6)  # luminance only
+    assert torch.allclose(change[:, 0][unclamped], change[:, 1][unclamped], atol=1e-6)  # the same in R, G and B
     assert (transfer_bands(content, band_signature(soft)[0], 0.0) == content).all()
+
+
+def test_the_coarse_chroma_bands_follow_the_style_and_leave_the_luminance() -> None:
+    side = SIGNATURE_SIDE // 2
+    content = (0.2 + 0.6 * scene(side, 12) + 0.1 * (colour_blocks(side, 13) - 0.5)).clamp(0, 1)
+    vivid = band_signature(0.3 + 0.4 * colour_blocks(SIGNATURE_SIDE, 14))[0]
+    grey = band_signature(luminance(scene(SIGNATURE_SIDE, 15)).expand(-1, 3, -1, -1))[0]
+    coloured, greyed = transfer_bands(content, vivid), transfer_bands(content, grey)
+    assert coarse_chroma_detail(coloured) > 2 * coarse_chroma_detail(content)
+    assert coarse_chroma_detail(greyed) < 0.5 * coarse_chroma_detail(content)
+    without_chroma = transfer_bands(content, vivid[:, :BAND_QUANTILES + ORIENTATIONS])  # a signature exported earlier
+    unclamped = ((coloured > 0) & (coloured < 1) & (without_chroma > 0) & (without_chroma < 1)).all(1, keepdim=True)
+    assert unclamped.float().mean() > 0.8
+    assert torch.allclose(luminance(coloured)[unclamped], luminance(without_chroma)[unclamped], atol=1e-5)
+    kept = ((without_chroma > 0) & (without_chroma < 1)).all(1, keepdim=True).expand(-1, 2, -1, -1)
+    assert torch.allclose(opponent_chroma(without_chroma)[kept], opponent_chroma(content)[kept], atol=1e-5)
+    halfway = coarse_chroma_detail(transfer_bands(content, vivid, 0.5))
+    assert coarse_chroma_detail(content) < halfway < coarse_chroma_detail(coloured)
 
 
 def across_over_along(images: torch.Tensor) -> float:
@@ -116,6 +159,9 @@ def test_blends_average_quantile_functions() -> None:
     both = torch.cat([first, second])
     assert torch.equal(blend_signatures(both, torch.tensor([1.0, 0.0])), first[0])
     assert torch.allclose(blend_signatures(both, torch.tensor([0.5, 0.5])), (first[0] + second[0]) / 2)
+    older = second[0, :, :BAND_QUANTILES + ORIENTATIONS]  # a preset exported before the chroma quantiles
+    assert torch.allclose(blend_signatures([first[0], older], torch.tensor([0.5, 0.5])),
+                          (first[0, :, :BAND_QUANTILES + ORIENTATIONS] + older) / 2)
 
 
 def test_presets_store_signatures_and_the_stylizer_uses_them(tmp_path) -> None:
@@ -151,7 +197,7 @@ def test_presets_store_signatures_and_the_stylizer_uses_them(tmp_path) -> None:
 def test_the_bundled_model_has_a_signature_per_preset() -> None:
     stylizer = Stylizer.from_pretrained(device="cpu")
     assert set(stylizer._preset_bands) == set(stylizer.presets)
-    assert all(signature.shape == (BAND_LEVELS, BAND_QUANTILES + ORIENTATIONS)
+    assert all(signature.shape == (BAND_LEVELS, SIGNATURE_WIDTH)
                for signature in stylizer._preset_bands.values())
     assert isinstance(stylizer.stylize(Image.new("RGB", (64, 48), "grey"), "hokusai_great_wave_off_kanagawa"),
                       Image.Image)
