@@ -1,6 +1,7 @@
-"""What the band transfer's orientations cost: `transfer_bands` at --size² and a style's `band_signature`,
-each with the orientation shares and with the quantiles alone (the band transfer before them), alternated
-in one process, median of --repeats calls.
+"""What the band transfer's parts cost: `transfer_bands` at --size² with the luminance quantiles alone, with
+the orientation shares too (the band transfer before the chroma quantiles) and with the chroma quantiles as
+well (today's), and a style's `band_signature` with the quantiles alone and as today, alternated in one
+process, median of --repeats calls.
 
     .venv/bin/python -m benchmarks.bench_bands --threads 1
 """
@@ -17,6 +18,7 @@ from benchmarks.common import markdown_table, synthetic_image
 from stylegan.bands import (
     BAND_LEVELS,
     BAND_QUANTILES,
+    ORIENTATIONS,
     SIGNATURE_SIDE,
     band_signature,
     laplacian_pyramid,
@@ -45,9 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     image = to_tensor(synthetic_image(args.size, args.size, seed=2))
     signature = band_signature(style)[0]
     calls = {("transfer_bands", "quantiles only"): lambda: transfer_bands(image, signature[:, :BAND_QUANTILES]),
-             ("transfer_bands", "orientations, then quantiles"): lambda: transfer_bands(image, signature),
+             ("transfer_bands", "orientations, then quantiles"):
+                 lambda: transfer_bands(image, signature[:, :BAND_QUANTILES + ORIENTATIONS]),
+             ("transfer_bands", "and chroma quantiles (today)"): lambda: transfer_bands(image, signature),
              ("band_signature", "quantiles only"): lambda: quantile_signature(style),
-             ("band_signature", "orientations, then quantiles"): lambda: band_signature(style)}
+             ("band_signature", "today's"): lambda: band_signature(style)}
     times: dict[tuple[str, str], list[float]] = {key: [] for key in calls}
     for _ in range(args.repeats + 2):
         for key, call in calls.items():
