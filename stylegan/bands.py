@@ -169,7 +169,8 @@ def _reweight_orientations(band: Tensor, shares: Tensor) -> Tensor:
 def _chroma_change(images: Tensor, signature: Tensor, offset: int, strength: float) -> Tensor:
     """(1, 3, H, W) RGB change that moves the chroma bands at CHROMA_LEVELS onto `signature`'s. The pyramid
     starts from the chroma halved to the first of those levels and its change is expanded back: the same,
-    by linearity, as mapping those levels of the full pyramid, at a sixteenth of the cost."""
+    by linearity, as mapping those levels of the full pyramid, with the pyramid itself built on a sixteenth
+    of the pixels."""
     first = max(0, min(CHROMA_LEVELS) + offset)
     sizes, chroma = [], _chroma(images)
     for _ in range(first):
