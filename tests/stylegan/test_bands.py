@@ -201,3 +201,18 @@ def test_the_bundled_model_has_a_signature_per_preset() -> None:
                for signature in stylizer._preset_bands.values())
     assert isinstance(stylizer.stylize(Image.new("RGB", (64, 48), "grey"), "hokusai_great_wave_off_kanagawa"),
                       Image.Image)
+
+
+def test_the_chroma_pyramid_from_the_halved_chroma_equals_mapping_the_full_pyramid() -> None:
+    from stylegan.bands import _FROM_CHROMA, _chroma, _chroma_change, _quantile_map
+
+    image = (0.2 + 0.6 * scene(300, 16) + 0.1 * (colour_blocks(300, 17) - 0.5)).clamp(0, 1)
+    signature = band_signature(0.3 + 0.4 * colour_blocks(SIGNATURE_SIDE, 18))[0]
+    offset = level_offset(300, 300)
+    chroma = _chroma(image)
+    bands, low = laplacian_pyramid(chroma, offset + BAND_LEVELS)
+    for level in CHROMA_LEVELS:
+        quantiles = signature[level, BAND_QUANTILES + ORIENTATIONS:].view(2, BAND_QUANTILES)
+        bands[level + offset] = torch.lerp(bands[level + offset], _quantile_map(bands[level + offset], quantiles), 0.7)
+    expected = torch.einsum("ck,bkhw->bchw", _FROM_CHROMA, collapse(bands, low) - chroma)
+    assert torch.allclose(_chroma_change(image, signature, offset, 0.7), expected, atol=1e-5)
