@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .images import luminance, resize_to_area
+from .images import LUMA_WEIGHTS, luminance, resize_to_area
 from .palette import piecewise_linear, row_quantiles
 
 BAND_LEVELS = 6  # octaves of detail, 1-2 px up to 32-64 px at the signature's scale
@@ -46,7 +46,8 @@ SIGNATURE_SIDE = 640  # styles are measured at about this² pixels (the default 
 CHROMA_LEVELS = range(2, BAND_LEVELS)
 FIT_VALUES = 1 << 14  # band values sampled to fit an image's quantiles (sorting more costs time)
 _QUANTILE_LEVELS = (torch.arange(BAND_QUANTILES, dtype=torch.float64) + 0.5) / BAND_QUANTILES
-_YUV = torch.tensor([[0.299, 0.587, 0.114], [1.0, -1.0, 0.0], [1.0, 1.0, -2.0]], dtype=torch.float64)
+# Luminance as `luminance` computes it, then the two opponent axes: the inverse maps a chroma change back to RGB.
+_YUV = torch.tensor([LUMA_WEIGHTS, [1.0, -1.0, 0.0], [1.0, 1.0, -2.0]], dtype=torch.float64)
 _TO_CHROMA = _YUV[1:].float()  # (2, 3): RGB -> R − G, R + G − 2B
 _FROM_CHROMA = torch.linalg.inv(_YUV)[:, 1:].float()  # (3, 2): a chroma change -> RGB, luminance unchanged
 
@@ -201,7 +202,8 @@ def transfer_bands(images: Tensor, signature: Tensor, strength: float = 1.0) -> 
     levels = offset + signature.shape[0]
     target_signature = signature.to(images.device, torch.float32)
     orientations = min(ORIENTATIONS, signature.shape[-1] - BAND_QUANTILES)
-    y = luminance(images.float())
+    pixels = images.float()
+    y = luminance(pixels)
     bands, low = laplacian_pyramid(y, levels)
     for level in range(max(0, offset), len(bands)):
         quantiles, shares = target_signature[level - offset, :BAND_QUANTILES + orientations].split(
@@ -210,5 +212,5 @@ def transfer_bands(images: Tensor, signature: Tensor, strength: float = 1.0) -> 
         bands[level] = torch.lerp(bands[level], _quantile_map(target, quantiles[None]), strength)
     change = (collapse(bands, low) - y).expand_as(images)
     if signature.shape[-1] == SIGNATURE_WIDTH:
-        change = change + _chroma_change(images.float(), target_signature, offset, strength)
+        change = change + _chroma_change(pixels, target_signature, offset, strength)
     return (images + change.to(images.dtype)).clamp(0, 1)
