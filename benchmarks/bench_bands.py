@@ -1,7 +1,7 @@
 """What the band transfer's parts cost: `transfer_bands` at --size² with the luminance quantiles alone, with
-the orientation shares too (the band transfer before the chroma quantiles) and with the chroma quantiles as
-well (today's), and a style's `band_signature` with the quantiles alone and as today, alternated in one
-process, median of --repeats calls.
+the orientation shares too, with the chroma quantiles as well (0.3.0's band transfer) and with the coarse
+bands' RGB covariance matched too (today's), and a style's `band_signature` with the quantiles alone
+and as today, alternated in one process, median of --repeats calls.
 
     .venv/bin/python -m benchmarks.bench_bands --threads 1
 """
@@ -18,7 +18,8 @@ from benchmarks.common import markdown_table, synthetic_image
 from stylegan.bands import (
     BAND_LEVELS,
     BAND_QUANTILES,
-    ORIENTATIONS,
+    CHROMA_START,
+    COVARIANCE_START,
     SIGNATURE_SIDE,
     band_signature,
     laplacian_pyramid,
@@ -47,9 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     image = to_tensor(synthetic_image(args.size, args.size, seed=2))
     signature = band_signature(style)[0]
     calls = {("transfer_bands", "quantiles only"): lambda: transfer_bands(image, signature[:, :BAND_QUANTILES]),
-             ("transfer_bands", "orientations, then quantiles"):
-                 lambda: transfer_bands(image, signature[:, :BAND_QUANTILES + ORIENTATIONS]),
-             ("transfer_bands", "and chroma quantiles (today)"): lambda: transfer_bands(image, signature),
+             ("transfer_bands", "orientations, then quantiles"): lambda: transfer_bands(image, signature[:, :CHROMA_START]),
+             ("transfer_bands", "and chroma quantiles"): lambda: transfer_bands(image, signature[:, :COVARIANCE_START]),
+             ("transfer_bands", "and the covariance step (today)"): lambda: transfer_bands(image, signature),
              ("band_signature", "quantiles only"): lambda: quantile_signature(style),
              ("band_signature", "today's"): lambda: band_signature(style)}
     times: dict[tuple[str, str], list[float]] = {key: [] for key in calls}

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 __all__ = ["Discriminator", "DiscriminatorConfig", "Generator", "GeneratorConfig", "Stylizer", "__version__"]
 
 if TYPE_CHECKING:

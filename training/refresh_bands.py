@@ -13,11 +13,14 @@ import argparse
 import shutil
 from pathlib import Path
 
+from stylegan import __version__
 from stylegan.presets import PRESET_BANDS_FILE, load_presets, save_preset_bands
 
 from .data import image_paths
 from .export import preset_bands
 from .model_card import CARD_FILE
+
+NOTE_HEADING = "## Band signatures re-measured"
 
 
 def style_files(style_dirs: list[Path], names: list[str]) -> dict[str, Path]:
@@ -48,12 +51,18 @@ def refresh_bands(model_dir: str | Path, out_dir: str | Path, style_dirs: list[P
     save_preset_bands(out_dir, signatures)
     card = out_dir / CARD_FILE
     if card.exists():
-        card.write_text(card.read_text().rstrip("\n") + (
-            "\n\n## Band signatures re-measured\n\nThe presets' band signatures were measured again from their "
-            "style images (`python -m training.refresh_bands`) so that presets get the same closed-form band "
-            "transfer as uploaded style images (luminance quantiles and orientations, and chroma quantiles at "
-            "the coarser bands); the network, codes and palettes are unchanged.\n"))
+        card.write_text(_with_note(card.read_text()))
     return out_dir / PRESET_BANDS_FILE
+
+
+def _with_note(card: str) -> str:
+    """`card` with its section on re-measured band signatures said once, for this library version."""
+    kept, _, rest = card.partition(f"\n{NOTE_HEADING}\n")
+    later = rest.partition("\n## ")[2]  # the sections after an earlier note, if any
+    note = (f"{NOTE_HEADING}\n\nThe presets' band signatures were measured again from their style images by "
+            f"stylegan {__version__} (`python -m training.refresh_bands`), so that presets get the same closed-form "
+            "band transfer as uploaded style images; the network, codes and palettes are unchanged.\n")
+    return kept.rstrip("\n") + ("\n\n## " + later.rstrip("\n") if later else "") + "\n\n" + note
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -11,6 +11,8 @@ from stylegan.bands import (
     BAND_LEVELS,
     BAND_QUANTILES,
     CHROMA_LEVELS,
+    CHROMA_START,
+    COVARIANCE_START,
     ORIENTATIONS,
     SIGNATURE_SIDE,
     SIGNATURE_WIDTH,
@@ -74,15 +76,21 @@ def coarse_chroma_detail(images: torch.Tensor) -> float:
     return torch.cat([bands[level + offset].flatten() for level in CHROMA_LEVELS]).std().item()
 
 
-def test_a_signature_is_fixed_size_quantiles_orientation_shares_and_chroma_and_refuses_a_sliver() -> None:
+def test_a_signature_is_fixed_size_quantiles_orientation_shares_chroma_and_covariance_and_refuses_a_sliver() -> None:
     signature = band_signature(scene(200))
     assert signature.shape == (1, BAND_LEVELS, SIGNATURE_WIDTH)
-    quantiles, shares, chroma = signature.split([BAND_QUANTILES, ORIENTATIONS, 2 * BAND_QUANTILES], dim=-1)
+    quantiles, shares, chroma, covariance = signature.split([BAND_QUANTILES, ORIENTATIONS, 2 * BAND_QUANTILES, 9], dim=-1)
     assert (quantiles.diff(dim=-1) >= 0).all() and (chroma.view(1, BAND_LEVELS, 2, -1).diff(dim=-1) >= 0).all()
-    grey = band_signature(crisp_lines(SIGNATURE_SIDE))[0, :, BAND_QUANTILES + ORIENTATIONS:]
-    assert grey.abs().max() < 1e-6 < chroma.abs().max()  # no colour, no chroma detail
+    covariance = covariance.view(BAND_LEVELS, 3, 3)
+    assert torch.allclose(covariance, covariance.mT) and (torch.linalg.eigvalsh(covariance.double()) > -1e-9).all()
+    grey = band_signature(crisp_lines(SIGNATURE_SIDE))[0]
+    assert grey[:, CHROMA_START:COVARIANCE_START].abs().max() < 1e-6 < chroma.abs().max()  # no colour, no chroma detail
+    # Grey: R, G and B the same band, each entry of the covariance the band's variance (from the same sample).
+    variance = grey[:, :BAND_QUANTILES].var(-1)
+    assert torch.allclose(grey[:, COVARIANCE_START:], grey[:, COVARIANCE_START, None].expand(-1, 9))
+    assert torch.allclose(grey[:, COVARIANCE_START], variance, rtol=0.2)
     assert (shares >= 0).all() and torch.allclose(shares.sum(-1), torch.ones(1, BAND_LEVELS))
-    lines = band_signature(crisp_lines(SIGNATURE_SIDE))[0, :, BAND_QUANTILES:]
+    lines = grey[:, BAND_QUANTILES:]
     # Horizontal lines: all their detail at vertical frequencies, in the 90° window (which shares a sixth
     # of it with each of its overlapping neighbours) and none at 0°.
     assert (lines[:, 2] > 0.6).all() and (lines[:, 0] < 0.01).all()
@@ -98,7 +106,7 @@ def test_a_crisp_style_sharpens_and_a_soft_one_softens_through_the_luminance() -
     softened = transfer_bands(content, band_signature(soft)[0])
     assert fine_detail(sharpened) > 3 * fine_detail(content)
     assert fine_detail(softened) < 0.5 * fine_detail(content)
-    luminance_only = transfer_bands(content, band_signature(soft)[0, :, :BAND_QUANTILES + ORIENTATIONS])
+    luminance_only = transfer_bands(content, band_signature(soft)[0, :, :CHROMA_START])
     change, unclamped = luminance_only - content, ((luminance_only > 0) & (luminance_only < 1)).all(1)
     assert unclamped.float().mean() > 0.9
     assert torch.allclose(change[:, 0][unclamped], change[:, 1][unclamped], atol=1e-6)  # the same in R, G and B
@@ -108,12 +116,13 @@ def test_a_crisp_style_sharpens_and_a_soft_one_softens_through_the_luminance() -
 def test_the_coarse_chroma_bands_follow_the_style_and_leave_the_luminance() -> None:
     side = SIGNATURE_SIDE // 2
     content = (0.2 + 0.6 * scene(side, 12) + 0.1 * (colour_blocks(side, 13) - 0.5)).clamp(0, 1)
-    vivid = band_signature(0.3 + 0.4 * colour_blocks(SIGNATURE_SIDE, 14))[0]
-    grey = band_signature(luminance(scene(SIGNATURE_SIDE, 15)).expand(-1, 3, -1, -1))[0]
+    # Signatures without the bases' quantiles (exported before them): the chroma step alone.
+    vivid = band_signature(0.3 + 0.4 * colour_blocks(SIGNATURE_SIDE, 14))[0, :, :COVARIANCE_START]
+    grey = band_signature(luminance(scene(SIGNATURE_SIDE, 15)).expand(-1, 3, -1, -1))[0, :, :COVARIANCE_START]
     coloured, greyed = transfer_bands(content, vivid), transfer_bands(content, grey)
     assert coarse_chroma_detail(coloured) > 2 * coarse_chroma_detail(content)
     assert coarse_chroma_detail(greyed) < 0.5 * coarse_chroma_detail(content)
-    without_chroma = transfer_bands(content, vivid[:, :BAND_QUANTILES + ORIENTATIONS])  # a signature exported earlier
+    without_chroma = transfer_bands(content, vivid[:, :CHROMA_START])  # exported before the chroma quantiles
     unclamped = ((coloured > 0) & (coloured < 1) & (without_chroma > 0) & (without_chroma < 1)).all(1, keepdim=True)
     assert unclamped.float().mean() > 0.8
     assert torch.allclose(luminance(coloured)[unclamped], luminance(without_chroma)[unclamped], atol=1e-5)
@@ -121,6 +130,68 @@ def test_the_coarse_chroma_bands_follow_the_style_and_leave_the_luminance() -> N
     assert torch.allclose(opponent_chroma(without_chroma)[kept], opponent_chroma(content)[kept], atol=1e-5)
     halfway = coarse_chroma_detail(transfer_bands(content, vivid, 0.5))
     assert coarse_chroma_detail(content) < halfway < coarse_chroma_detail(coloured)
+
+
+def detail_colour(images: torch.Tensor) -> float:
+    """Correlation of the luminance and R + G − 2B (yellow against blue) in the bands that CHROMA_LEVELS pair
+    with: positive when the dark detail is blue, negative when it is yellow."""
+    offset = level_offset(*images.shape[-2:])
+    bands, _ = laplacian_pyramid(images, offset + max(CHROMA_LEVELS) + 1)
+    coefficients = torch.cat([bands[level + offset].flatten(2) for level in CHROMA_LEVELS], dim=-1)[0]
+    yellow = coefficients[0] + coefficients[1] - 2 * coefficients[2]
+    return torch.corrcoef(torch.stack([luminance(coefficients[None, :, :, None]).flatten(), yellow]))[0, 1].item()
+
+
+def strokes(side: int, seed: int, paper: tuple[float, ...], ink: tuple[float, ...]) -> torch.Tensor:
+    """(1, 3, side, side): `ink` blocks (side / 40 px) on `paper` where random blocks are set, over a soft scene."""
+    marks = (torch.rand(1, 1, 40, 40, generator=torch.Generator().manual_seed(seed)) < 0.4).float()
+    marks = F.interpolate(marks, size=(side, side), mode="nearest")
+    colours = torch.lerp(torch.tensor(paper)[None, :, None, None], torch.tensor(ink)[None, :, None, None], marks)
+    return (colours + 0.1 * (scene(side, seed + 1) - 0.5)).clamp(0, 1)
+
+
+def test_the_covariance_map_reaches_the_target_and_a_grey_target_gives_grey_detail() -> None:
+    from stylegan.bands import _map_covariance
+
+    generator = torch.Generator().manual_seed(21)
+    band = torch.einsum("kc,bchw->bkhw", torch.randn(3, 3, generator=generator), torch.randn(1, 3, 48, 64, generator=generator))
+    mixing = torch.randn(3, 3, generator=generator)
+    target = 0.01 * mixing @ mixing.T
+
+    def covariance(values: torch.Tensor) -> torch.Tensor:
+        return torch.cov(values.flatten(2)[0].double(), correction=0).float()
+
+    reached = covariance(_map_covariance(band, target.flatten(), 1.0))  # up to the ridge
+    assert torch.allclose(reached, target, rtol=0.02, atol=2e-4)
+    assert torch.allclose(_map_covariance(band, target.flatten(), 0.0), band, atol=1e-6)
+    grey_target = torch.full((3, 3), 0.01)  # R, G and B the same detail
+    greyed = _map_covariance(band, grey_target.flatten(), 1.0)
+    detail = greyed - greyed.mean((2, 3), keepdim=True)  # about the band's mean, which the map keeps
+    assert (detail - detail.mean(1, keepdim=True)).abs().max() < 1e-3 * detail.abs().max()
+    assert torch.allclose(covariance(greyed), grey_target, rtol=0.02)
+
+
+def test_training_gets_a_finite_gradient_through_the_transfer_even_for_a_grey_style() -> None:
+    """Training applies the band transfer inside the loss; a grey style's covariance has equal eigenvalues."""
+    grey_style = luminance(scene(SIGNATURE_SIDE, 23)).expand(-1, 3, -1, -1)
+    image = scene(160, 24).requires_grad_()
+    transfer_bands(image, band_signature(grey_style)[0]).square().sum().backward()
+    assert torch.isfinite(image.grad).all() and image.grad.abs().sum() > 0
+
+
+def test_the_covariance_step_gives_the_detail_the_styles_colours() -> None:
+    """A style of dark blue strokes on ochre, a content of dark yellow-brown marks on grey: mapped channel by
+    channel, the content's dark detail stays yellow; with the covariance step (COVARIANCE_SHARE of the way to
+    the style's covariance) it is no longer yellow."""
+    content = strokes(SIGNATURE_SIDE // 2, 20, paper=(0.6, 0.6, 0.6), ink=(0.35, 0.3, 0.1))
+    style_image = strokes(SIGNATURE_SIDE, 22, paper=(0.85, 0.7, 0.4), ink=(0.15, 0.2, 0.45))
+    style = band_signature(style_image)[0]
+    channel_by_channel, both = transfer_bands(content, style[:, :COVARIANCE_START]), transfer_bands(content, style)
+    assert detail_colour(style_image) > 0.9
+    assert detail_colour(content) < -0.9 and detail_colour(channel_by_channel) < -0.9
+    assert detail_colour(both) > 0
+    assert detail_colour(channel_by_channel) < detail_colour(transfer_bands(content, style, 0.5)) < detail_colour(both)
+    assert (transfer_bands(content, style, 0.0) == content).all()
 
 
 def across_over_along(images: torch.Tensor) -> float:
@@ -159,9 +230,10 @@ def test_blends_average_quantile_functions() -> None:
     both = torch.cat([first, second])
     assert torch.equal(blend_signatures(both, torch.tensor([1.0, 0.0])), first[0])
     assert torch.allclose(blend_signatures(both, torch.tensor([0.5, 0.5])), (first[0] + second[0]) / 2)
-    older = second[0, :, :BAND_QUANTILES + ORIENTATIONS]  # a preset exported before the chroma quantiles
-    assert torch.allclose(blend_signatures([first[0], older], torch.tensor([0.5, 0.5])),
-                          (first[0, :, :BAND_QUANTILES + ORIENTATIONS] + older) / 2)
+    for width in (CHROMA_START, COVARIANCE_START):  # presets exported before the chroma or the bases' quantiles
+        older = second[0, :, :width]
+        assert torch.allclose(blend_signatures([first[0], older], torch.tensor([0.5, 0.5])),
+                              (first[0, :, :width] + older) / 2)
 
 
 def test_presets_store_signatures_and_the_stylizer_uses_them(tmp_path) -> None:
@@ -203,16 +275,15 @@ def test_the_bundled_model_has_a_signature_per_preset() -> None:
                       Image.Image)
 
 
-def test_the_chroma_pyramid_from_the_halved_chroma_equals_mapping_the_full_pyramid() -> None:
-    from stylegan.bands import _FROM_CHROMA, _chroma, _chroma_change, _quantile_map
+def test_the_pyramid_from_the_halved_image_equals_mapping_the_full_pyramid() -> None:
+    from stylegan.bands import _coarse_change, _map_covariance
 
     image = (0.2 + 0.6 * scene(300, 16) + 0.1 * (colour_blocks(300, 17) - 0.5)).clamp(0, 1)
-    signature = band_signature(0.3 + 0.4 * colour_blocks(SIGNATURE_SIDE, 18))[0]
+    covariance = band_signature(0.3 + 0.4 * colour_blocks(SIGNATURE_SIDE, 18))[0, :, COVARIANCE_START:]
     offset = level_offset(300, 300)
-    chroma = _chroma(image)
-    bands, low = laplacian_pyramid(chroma, offset + BAND_LEVELS)
+    bands, low = laplacian_pyramid(image, offset + BAND_LEVELS)
     for level in CHROMA_LEVELS:
-        quantiles = signature[level, BAND_QUANTILES + ORIENTATIONS:].view(2, BAND_QUANTILES)
-        bands[level + offset] = torch.lerp(bands[level + offset], _quantile_map(bands[level + offset], quantiles), 0.7)
-    expected = torch.einsum("ck,bkhw->bchw", _FROM_CHROMA, collapse(bands, low) - chroma)
-    assert torch.allclose(_chroma_change(image, signature, offset, 0.7), expected, atol=1e-5)
+        bands[level + offset] = _map_covariance(bands[level + offset], covariance[level], 0.7)
+    change = _coarse_change(image, offset, lambda band, level: _map_covariance(band, covariance[level], 0.7))
+    assert change.abs().max() > 0.01
+    assert torch.allclose(change, collapse(bands, low) - image, atol=1e-5)

@@ -6,11 +6,12 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from stylegan import __version__
 from stylegan.bands import BAND_QUANTILES, ORIENTATIONS, SIGNATURE_WIDTH, band_signature
 from stylegan.generator import Generator, GeneratorConfig
 from stylegan.images import to_tensor
 from stylegan.presets import PRESET_BANDS_FILE, Preset, save_preset_bands, save_presets
-from training.refresh_bands import main, refresh_bands
+from training.refresh_bands import NOTE_HEADING, main, refresh_bands
 
 NAMES = ("stripes", "blocks")
 
@@ -49,8 +50,20 @@ def test_the_refreshed_folder_has_todays_signatures_and_the_rest_unchanged(old_m
         assert signatures[name].shape[-1] == SIGNATURE_WIDTH
         assert torch.equal(signatures[name], band_signature(to_tensor(Image.open(styles / "more" / f"{name}.png")))[0])
     assert (out / "model.safetensors").read_bytes() == (model / "model.safetensors").read_bytes()
-    assert "## Band signatures re-measured" in (out / "README.md").read_text()
     assert load_file(model / PRESET_BANDS_FILE)["stripes"].shape[-1] == BAND_QUANTILES + ORIENTATIONS  # source kept
+    card = (out / "README.md").read_text()
+    assert card.startswith("# tiny\n") and f"{NOTE_HEADING}\n" in card and f"stylegan {__version__}" in card
+
+
+def test_a_second_refresh_says_its_note_once_and_keeps_later_sections(old_model, tmp_path) -> None:
+    model, styles = old_model
+    once, twice = tmp_path / "once", tmp_path / "twice"
+    refresh_bands(model, once, [styles])
+    (once / "README.md").write_text((once / "README.md").read_text() + "\n## Later\n\nA later section.\n")
+    refresh_bands(once, twice, [styles])
+    card = (twice / "README.md").read_text()
+    assert card.count(NOTE_HEADING) == 1 and card.startswith("# tiny\n")
+    assert "## Later\n\nA later section." in card and card.index("## Later") < card.index(NOTE_HEADING)
 
 
 def test_a_missing_style_image_or_an_existing_folder_is_refused_before_anything_is_written(old_model, tmp_path) -> None:
