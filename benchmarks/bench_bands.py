@@ -1,7 +1,9 @@
 """What the band transfer's parts cost: `transfer_bands` at --size² with the luminance quantiles alone, with
 the orientation shares too, with the chroma quantiles as well (0.3.0's band transfer) and with the coarse
-bands' RGB covariance matched too (today's), and a style's `band_signature` with the quantiles alone
-and as today, alternated in one process, median of --repeats calls.
+bands' RGB covariance matched too (today's), a style's `band_signature` with the quantiles alone and as
+today, and the search that places every luminance band value of the --size² picture among its band's
+quantiles (the knots of its quantile map) by the cell table (`stylegan.palette.segments`, today's) and by
+a binary search, alternated in one process, median of --repeats calls.
 
     .venv/bin/python -m benchmarks.bench_bands --threads 1
 """
@@ -27,6 +29,7 @@ from stylegan.bands import (
 )
 from stylegan.bands import _band_quantiles as band_quantiles
 from stylegan.images import luminance, resize_to_area, to_tensor
+from stylegan.palette import segments
 
 
 def quantile_signature(images: torch.Tensor) -> torch.Tensor:
@@ -47,12 +50,16 @@ def main(argv: list[str] | None = None) -> int:
     style = to_tensor(synthetic_image(1000, 800, seed=1))
     image = to_tensor(synthetic_image(args.size, args.size, seed=2))
     signature = band_signature(style)[0]
+    bands, _ = laplacian_pyramid(luminance(image), BAND_LEVELS)
+    knots = [(band.flatten(1), band_quantiles(band) + torch.arange(BAND_QUANTILES) * 1e-6) for band in bands]
     calls = {("transfer_bands", "quantiles only"): lambda: transfer_bands(image, signature[:, :BAND_QUANTILES]),
              ("transfer_bands", "orientations, then quantiles"): lambda: transfer_bands(image, signature[:, :CHROMA_START]),
              ("transfer_bands", "and chroma quantiles"): lambda: transfer_bands(image, signature[:, :COVARIANCE_START]),
              ("transfer_bands", "and the covariance step (today)"): lambda: transfer_bands(image, signature),
              ("band_signature", "quantiles only"): lambda: quantile_signature(style),
-             ("band_signature", "today's"): lambda: band_signature(style)}
+             ("band_signature", "today's"): lambda: band_signature(style),
+             ("search", "cell table (today)"): lambda: [segments(xp, values) for values, xp in knots],
+             ("search", "binary search"): lambda: [torch.searchsorted(xp, values) for values, xp in knots]}
     times: dict[tuple[str, str], list[float]] = {key: [] for key in calls}
     for _ in range(args.repeats + 2):
         for key, call in calls.items():
