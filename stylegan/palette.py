@@ -98,9 +98,11 @@ def segments(xp: Tensor, x: Tensor) -> Tensor:
     here each value looks up, in a table of SEARCH_CELLS equal cells per row, the first knot at or above the
     left edge of the cell before its own (one down: rounding may put a value a hair below its cell's edge),
     then steps past the knots below it, one vectorised step per knot that three cells hold at most. Knots
-    crowded into a few cells (tied quantiles of flat regions) fall back to the binary search."""
-    if x.device.type != "cpu":
+    crowded into a few cells (tied quantiles of flat regions), fewer values than it pays to build the table
+    for, and other devices than the CPU take the binary search."""
+    if x.device.type != "cpu" or x.shape[-1] < 2 * SEARCH_CELLS:
         return torch.searchsorted(xp, x)
+    xp, x = xp.detach(), x.detach()  # indices: no gradient
     low, cells = xp[:, :1], torch.arange(SEARCH_CELLS + 1, device=xp.device, dtype=xp.dtype)
     width = (xp[:, -1:] - low) / SEARCH_CELLS
     first = torch.searchsorted(xp, low + width * cells)  # (A, SEARCH_CELLS + 1)
@@ -108,7 +110,6 @@ def segments(xp: Tensor, x: Tensor) -> Tensor:
     steps = int((torch.cat([first, past], dim=1)[:, 3:] - first[:, :-1]).max())
     if steps > SEARCH_STEPS:
         return torch.searchsorted(xp, x)
-    x = x.detach()
     cell = ((x - low) / width).nan_to_num(0.0).clamp(1, SEARCH_CELLS).long() - 1
     segment = first.gather(1, cell)
     knots = torch.cat([xp, torch.full_like(low, math.inf)], dim=1)  # knot Q: past the last
