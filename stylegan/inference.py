@@ -522,8 +522,11 @@ class Stylizer:
 
         `texture_side`: run the network on the image shrunk to about that² pixels and restore the
         detail (None: at full resolution, tiled above `whole_image_pixels` or at `tile_size`).
-        `palette` (`stylegan.palette.palette_of` the style): the network's result is moved `strength` of the
-        way onto the style's colour distribution; `bands` (`stylegan.bands.band_signature` the style): then its
+        `palette` (`stylegan.palette.palette_of` the style): the network's result is moved onto the style's
+        colour distribution at strength 1 and, below it, onto the 1-D Wasserstein barycentre of the content's
+        and the style's (their quantile functions averaged along each basis's axes, `strength` of the way: the
+        displacement interpolation, McCann 1997), so that the colours go straight from the content's to the
+        style's whatever tint the network gives at a partial code; `bands` (`stylegan.bands.band_signature` the style): then its
         detail at every scale onto the style's."""
         height, width = pixels.shape[-2:]
         if texture_side is not None and height * width > texture_side ** 2:
@@ -544,7 +547,10 @@ class Stylizer:
         else:
             result = self._tiled(pixels, code, self._measure_stats(pixels, code), tile_size, progress)
         if palette is not None and strength > 0:
-            _transfer_palette_(result, palette, strength)
+            if strength < 1:  # the way from the content's colours to the style's: their barycentre at strength
+                palette = blend_palettes(torch.stack([palette_of(pixels)[0], palette.float()]),
+                                         torch.tensor([1 - strength, strength]))
+            _transfer_palette_(result, palette)
         if bands is not None and strength > 0:
             result = transfer_bands(result, bands, strength)
         if progress and whole:
@@ -591,12 +597,12 @@ class Stylizer:
         return torch.from_numpy(output / weight_sum)[None]
 
 
-def _transfer_palette_(result: Tensor, palette: Tensor, strength: float) -> None:
-    """Move (1, 3, H, W) `result` in place `strength` of the way onto `palette`, a band of rows at a time."""
+def _transfer_palette_(result: Tensor, palette: Tensor) -> None:
+    """Move (1, 3, H, W) `result` in place onto `palette`, a band of rows at a time."""
     table = fit_lut(result, palette[None])
     for top in range(0, result.shape[-2], PALETTE_BAND_ROWS):
         rows = result[:, :, top:top + PALETTE_BAND_ROWS]
-        rows.copy_(apply_lut(rows, table, strength))
+        rows.copy_(apply_lut(rows, table))
 
 
 def _finished(result: Tensor, pixels: Tensor, content: Image.Image, preserve_color: bool,
