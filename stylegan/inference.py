@@ -526,8 +526,8 @@ class Stylizer:
         colour distribution at strength 1 and, below it, onto the 1-D Wasserstein barycentre of the content's
         and the style's (their quantile functions averaged along each basis's axes, `strength` of the way: the
         displacement interpolation, McCann 1997), so that the colours go straight from the content's to the
-        style's whatever tint the network gives at a partial code; `bands` (`stylegan.bands.band_signature` the style): then its
-        detail at every scale onto the style's."""
+        style's whatever tint the network gives at a partial code; `bands` (`stylegan.bands.band_signature`
+        the style): then its detail at every scale onto the style's."""
         height, width = pixels.shape[-2:]
         if texture_side is not None and height * width > texture_side ** 2:
             small = resize_to_area(pixels, texture_side)
