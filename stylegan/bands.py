@@ -128,8 +128,8 @@ def _orientation_shares(spectrum: Tensor, height: int, width: int) -> Tensor:
 def _covariance(band: Tensor) -> Tensor:
     """(B, 3, h, w) RGB band -> (B, 9) the flattened 3 × 3 covariance of its coefficients, from an evenly
     strided sample of at most about FIT_VALUES pixels."""
-    values = band.flatten(2).double()
-    values = values[..., ::max(1, values.shape[-1] // FIT_VALUES)]
+    values = band.flatten(2)
+    values = values[..., ::max(1, values.shape[-1] // FIT_VALUES)].double()
     centred = values - values.mean(-1, keepdim=True)
     return (centred @ centred.mT / centred.shape[-1]).flatten(1).float()
 
@@ -146,11 +146,10 @@ def band_signature(images: Tensor) -> Tensor:
         images = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
     else:
         images = resize_to_area(images, SIGNATURE_SIDE)
-    images = images.detach().float()
-    bands, _ = laplacian_pyramid(luminance(images), BAND_LEVELS)
-    if len(bands) < BAND_LEVELS:
+    colour_bands, _ = laplacian_pyramid(images.detach().float(), BAND_LEVELS)
+    if len(colour_bands) < BAND_LEVELS:
         raise ValueError(f"a style image needs at least {2 ** BAND_LEVELS} px a side, got {(height, width)}")
-    colour_bands, _ = laplacian_pyramid(images, BAND_LEVELS)
+    bands = [luminance(colour) for colour in colour_bands]  # the luminance's pyramid, by linearity
     shares = [torch.stack([_orientation_shares(torch.fft.rfft2(one[0]), *one.shape[-2:]) for one in band])
               for band in bands]
     return torch.stack([torch.cat([_band_quantiles(band), share, _band_quantiles(_chroma(colour)).view(len(images), -1),
@@ -189,28 +188,20 @@ def _reweight_orientations(band: Tensor, shares: Tensor) -> Tensor:
 
 
 def _coarse_change(images: Tensor, offset: int, map_band: Callable[[Tensor, int], Tensor]) -> Tensor:
-    """(1, 3, H, W) RGB change that `map_band` makes to the RGB bands at CHROMA_LEVELS, each given as (1, 3, h, w)
-    with its signature level. The pyramid starts from the image halved to the first of those levels and its
+    """(1, C, H, W) change that `map_band` makes to the bands at CHROMA_LEVELS, each given as (1, C, h, w) with
+    its signature level. The pyramid starts from the image halved to the first of those levels and its
     change is expanded back: the same, by linearity, as mapping those levels of the full pyramid, with the
     pyramid itself built on a sixteenth of the pixels."""
     first = max(0, min(CHROMA_LEVELS) + offset)
-    sizes, colour = [], images
+    sizes = []
     for _ in range(first):
-        sizes.append(colour.shape[-2:])
-        colour = _halve(colour)
-    bands, low = laplacian_pyramid(colour, max(CHROMA_LEVELS) + offset + 1 - first)
-    change = collapse([map_band(band, first + index - offset) for index, band in enumerate(bands)], low) - colour
+        sizes.append(images.shape[-2:])
+        images = _halve(images)
+    bands, low = laplacian_pyramid(images, max(CHROMA_LEVELS) + offset + 1 - first)
+    change = collapse([map_band(band, first + index - offset) for index, band in enumerate(bands)], low) - images
     for size in reversed(sizes):
         change = _expand(change, size)
     return change
-
-
-def _map_chroma(band: Tensor, quantiles: Tensor, strength: float) -> Tensor:
-    """(1, 3, h, w) RGB band with R − G and R + G − 2B moved `strength` of the way onto `quantiles` (2,
-    BAND_QUANTILES), its luminance left as it is."""
-    chroma = _chroma(band)
-    mapped = torch.lerp(chroma, _quantile_map(chroma, quantiles), strength)
-    return band + torch.einsum("ck,bkhw->bchw", _FROM_CHROMA.to(band.device), mapped - chroma)
 
 
 def _matrix_power(matrix: Tensor, power: float) -> Tensor:
@@ -266,7 +257,9 @@ def transfer_bands(images: Tensor, signature: Tensor, strength: float = 1.0) -> 
     change = (collapse(bands, low) - y).expand_as(images)
     if signature.shape[-1] >= COVARIANCE_START:
         chroma = target_signature[:, CHROMA_START:COVARIANCE_START].unflatten(-1, (2, BAND_QUANTILES))
-        change = change + _coarse_change(pixels, offset, lambda band, level: _map_chroma(band, chroma[level], strength))
+        chroma_change = _coarse_change(_chroma(pixels), offset, lambda band, level: torch.lerp(
+            band, _quantile_map(band, chroma[level]), strength))
+        change = change + torch.einsum("ck,bkhw->bchw", _FROM_CHROMA.to(pixels.device), chroma_change)
     result = (pixels + change).clamp(0, 1)
     if signature.shape[-1] >= SIGNATURE_WIDTH:  # on the result: its bands as they are after the clamp
         covariance = target_signature[:, COVARIANCE_START:]

@@ -116,7 +116,7 @@ def test_a_crisp_style_sharpens_and_a_soft_one_softens_through_the_luminance() -
 def test_the_coarse_chroma_bands_follow_the_style_and_leave_the_luminance() -> None:
     side = SIGNATURE_SIDE // 2
     content = (0.2 + 0.6 * scene(side, 12) + 0.1 * (colour_blocks(side, 13) - 0.5)).clamp(0, 1)
-    # Signatures without the bases' quantiles (exported before them): the chroma step alone.
+    # Signatures without the covariances (exported before them): the chroma step alone.
     vivid = band_signature(0.3 + 0.4 * colour_blocks(SIGNATURE_SIDE, 14))[0, :, :COVARIANCE_START]
     grey = band_signature(luminance(scene(SIGNATURE_SIDE, 15)).expand(-1, 3, -1, -1))[0, :, :COVARIANCE_START]
     coloured, greyed = transfer_bands(content, vivid), transfer_bands(content, grey)
@@ -230,7 +230,7 @@ def test_blends_average_quantile_functions() -> None:
     both = torch.cat([first, second])
     assert torch.equal(blend_signatures(both, torch.tensor([1.0, 0.0])), first[0])
     assert torch.allclose(blend_signatures(both, torch.tensor([0.5, 0.5])), (first[0] + second[0]) / 2)
-    for width in (CHROMA_START, COVARIANCE_START):  # presets exported before the chroma or the bases' quantiles
+    for width in (CHROMA_START, COVARIANCE_START):  # presets exported before the chroma quantiles or the covariances
         older = second[0, :, :width]
         assert torch.allclose(blend_signatures([first[0], older], torch.tensor([0.5, 0.5])),
                               (first[0, :, :width] + older) / 2)
