@@ -29,7 +29,7 @@ from stylegan.bands import (
 )
 from stylegan.bands import _band_quantiles as band_quantiles
 from stylegan.images import luminance, resize_to_area, to_tensor
-from stylegan.palette import segments
+from stylegan.palette import segments, strictly_increasing
 
 
 def quantile_signature(images: torch.Tensor) -> torch.Tensor:
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     image = to_tensor(synthetic_image(args.size, args.size, seed=2))
     signature = band_signature(style)[0]
     bands, _ = laplacian_pyramid(luminance(image), BAND_LEVELS)
-    knots = [(band.flatten(1), band_quantiles(band) + torch.arange(BAND_QUANTILES) * 1e-6) for band in bands]
+    knots = [(band.flatten(1), strictly_increasing(band_quantiles(band))) for band in bands]
     calls = {("transfer_bands", "quantiles only"): lambda: transfer_bands(image, signature[:, :BAND_QUANTILES]),
              ("transfer_bands", "orientations, then quantiles"): lambda: transfer_bands(image, signature[:, :CHROMA_START]),
              ("transfer_bands", "and chroma quantiles"): lambda: transfer_bands(image, signature[:, :COVARIANCE_START]),

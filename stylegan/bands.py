@@ -130,8 +130,7 @@ def _covariance(band: Tensor) -> Tensor:
     strided sample of at most about FIT_VALUES pixels."""
     values = band.flatten(2)
     values = values[..., ::max(1, values.shape[-1] // FIT_VALUES)].double()
-    centred = values - values.mean(-1, keepdim=True)
-    return (centred @ centred.mT / centred.shape[-1]).flatten(1).float()
+    return torch.stack([torch.cov(one, correction=0) for one in values]).flatten(1).float()
 
 
 def band_signature(images: Tensor) -> Tensor:
@@ -220,14 +219,13 @@ def _map_covariance(band: Tensor, covariance: Tensor, share: float) -> Tensor:
     eigendecompositions' gradients are undefined where eigenvalues meet, as for a grey style)."""
     values = band.flatten(2)[0].double()
     mean = values.mean(-1, keepdim=True)
-    centred = values - mean
     with torch.no_grad():
-        source = centred @ centred.T / centred.shape[-1]
+        source = torch.cov(values, correction=0)
         source = source + torch.eye(3).to(source) * 1e-4 * source.trace().clamp_min(1e-12)
         half, inverse_half = _matrix_power(source, 0.5), _matrix_power(source, -0.5)
         transform = inverse_half @ _matrix_power(half @ covariance.view(3, 3).to(source) @ half, 0.5) @ inverse_half
         transform = torch.lerp(torch.eye(3).to(transform), transform, share)
-    return (transform @ centred + mean).to(band.dtype).view_as(band)
+    return (transform @ (values - mean) + mean).to(band.dtype).view_as(band)
 
 
 def transfer_bands(images: Tensor, signature: Tensor, strength: float = 1.0) -> Tensor:

@@ -118,12 +118,18 @@ def segments(xp: Tensor, x: Tensor) -> Tensor:
     return segment
 
 
+def strictly_increasing(knots: Tensor) -> Tensor:
+    """(A, Q) non-decreasing knots (quantiles, tied where values repeat) spread by 1e-6 per knot, so that every
+    segment between them has a width and a slope."""
+    return knots + torch.arange(knots.shape[-1], device=knots.device, dtype=knots.dtype) * 1e-6
+
+
 def piecewise_linear(x: Tensor, xp: Tensor, fp: Tensor) -> Tensor:
     """Piecewise-linear maps of x (A, N) through increasing knots xp -> fp (A, Q), one per row; beyond
     the ends each map continues with slope 1 (a shift), so colours outside the fitted range move with
     their neighbours. Each value costs one search (`segments`) and three lookups (its segment's left knot
     and slope): the maps are applied to every pixel of every band."""
-    xp = xp + torch.arange(xp.shape[-1], device=xp.device, dtype=xp.dtype) * 1e-6  # strictly increasing
+    xp = strictly_increasing(xp)
     ones = torch.ones_like(xp[:, :1])
     # Segment i (the index searchsorted gives) lies between knots i-1 and i; 0 and Q are the two ends.
     slope = torch.cat([ones, (fp[:, 1:] - fp[:, :-1]) / (xp[:, 1:] - xp[:, :-1]), ones], dim=1)

@@ -18,6 +18,7 @@ from stylegan.palette import (
     piecewise_linear,
     row_quantiles,
     segments,
+    strictly_increasing,
     transfer_palette,
 )
 from stylegan.presets import Preset, load_presets, save_presets
@@ -68,7 +69,7 @@ def test_piecewise_maps_interpolate_the_knots_and_shift_beyond_them():
 @pytest.mark.parametrize("values", ["laplace", "uniform", "mostly_flat", "two_rows_far_apart"])
 def test_the_cell_table_search_finds_what_a_binary_search_finds(values):
     """Band values (heavy-tailed, 0 where the picture is flat), colours; the knots are their own quantiles
-    (spread by 1e-6 per knot, as `piecewise_linear` spreads them), and values beyond them too. The mostly
+    (spread as `piecewise_linear` spreads them), and values beyond them too. The mostly
     flat values tie most knots, which sends them to the binary search; the others take the table."""
     generator = torch.Generator().manual_seed(21)
     x = {"laplace": torch.distributions.Laplace(0.0, 0.05).sample((1, 40000)),
@@ -76,7 +77,7 @@ def test_the_cell_table_search_finds_what_a_binary_search_finds(values):
          "mostly_flat": torch.randn(1, 40000, generator=generator) * (torch.rand(1, 40000, generator=generator) < 0.3),
          "two_rows_far_apart": torch.randn(2, 5000, generator=generator) * torch.tensor([[1e-3], [1e3]])}[values]
     levels = (torch.arange(128, dtype=torch.float64) + 0.5) / 128
-    xp = row_quantiles(x, levels) + torch.arange(128) * 1e-6
+    xp = strictly_increasing(row_quantiles(x, levels))
     x = torch.cat([x, 3 * x, xp, xp + 1e-7], dim=1)  # outside the knots, on them, a hair above them
     assert torch.equal(segments(xp, x), torch.searchsorted(xp, x))
 
